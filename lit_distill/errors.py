@@ -1,0 +1,37 @@
+"""Exceptions that tell the user what was wrong and what to do about it.
+
+Each subclasses the built-in exception a caller would naturally catch
+(``FileNotFoundError`` or ``ValueError``), so generic handlers keep working.
+"""
+
+
+class LitDistillError(Exception):
+    """Base class of every error raised on purpose by lit-distill."""
+
+
+class DatasetNotFoundError(LitDistillError, FileNotFoundError):
+    """A dataset's files are missing (and downloading was not asked for)."""
+
+
+class DatasetFormatError(LitDistillError, ValueError):
+    """A dataset exists but its content is unusable (missing keys, wrong dtype or shape, ...)."""
+
+
+class TrajectoryNotFoundError(LitDistillError, FileNotFoundError):
+    """No (complete) expert trajectories where a configuration expects them."""
+
+
+class TrajectoryMismatchError(LitDistillError, ValueError):
+    """A trajectory was trained for another architecture, dataset or number of classes."""
+
+
+class TrajectoryCorruptError(LitDistillError, ValueError):
+    """A trajectory file cannot be read back (truncated, altered or not a trajectory)."""
+
+
+class SyntheticSetError(LitDistillError, ValueError):
+    """A synthetic-set file is unusable or belongs to another dataset."""
+
+
+class ConfigNotFoundError(LitDistillError, FileNotFoundError):
+    """A ``--config`` value is neither a file nor the name of a shipped config."""
