@@ -1,0 +1,3 @@
+from lit_distill.main import main
+
+main()

@@ -1,0 +1,96 @@
+"""Expert-training recipes of the reference methods, as named presets.
+
+Each value cites its source (REFERENCE.md "Expert training recipes"). A config picks a recipe by
+name (``--model.recipe tgdd``) and may override any field (``--model.epochs 10``); the resolved
+recipe is logged as hyper-parameters and stored in every trajectory file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+RecipeName = Literal["mtt", "datm", "tgdd"]
+
+
+@dataclass(frozen=True)
+class ExpertRecipe:
+    """How an expert network is trained on the real data.
+
+    Attributes:
+        epochs: training epochs (the trajectory has ``epochs + 1`` snapshots).
+        batch_size: real images per step.
+        lr, momentum, weight_decay: SGD settings.
+        milestones: fractions of ``epochs`` at which the lr is multiplied by ``gamma``.
+        gamma: lr decay factor at each milestone.
+        augment: DSA strategy applied to every batch ("" for none).
+        augment_mode: DSA flavour: "single" (one op per batch, MTT) or "all" (every op).
+        cutmix_prob: probability of CutMix per batch (0 disables it).
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    milestones: tuple[float, ...] = ()
+    gamma: float = 1.0
+    augment: str = ""
+    augment_mode: Literal["single", "all", "idc"] = "single"
+    cutmix_prob: float = 0.0
+
+    def milestone_epochs(self) -> list[int]:
+        return [int(f * self.epochs) for f in self.milestones]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RECIPES: dict[str, ExpertRecipe] = {
+    # MTT (Cazenavette et al. 2022, buffer.py): SGD lr 0.01, no momentum, no weight decay,
+    # batch 256, 50 epochs at a constant lr, one DSA op per batch drawn per sample.
+    "mtt": ExpertRecipe(
+        epochs=50,
+        batch_size=256,
+        lr=0.01,
+        momentum=0.0,
+        weight_decay=0.0,
+        augment="color_crop_cutout_flip_scale_rotate",
+        augment_mode="single",
+    ),
+    # DATM / FTD: the MTT recipe trained for 100 epochs (flatness-seeking GSAM not included).
+    "datm": ExpertRecipe(
+        epochs=100,
+        batch_size=256,
+        lr=0.01,
+        momentum=0.0,
+        weight_decay=0.0,
+        augment="color_crop_cutout_flip_scale_rotate",
+        augment_mode="single",
+    ),
+    # TGDD (pretrain.py of the TGDD code): SGD lr 0.01, momentum 0.9, wd 5e-4, 60 epochs with
+    # lr x0.2 at 2/3 and 5/6 of training (epochs 40 and 50), batch 64, DSA color+crop on every
+    # sample, CutMix with p=0.5.
+    "tgdd": ExpertRecipe(
+        epochs=60,
+        batch_size=64,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=5e-4,
+        milestones=(2 / 3, 5 / 6),
+        gamma=0.2,
+        augment="color_crop",
+        augment_mode="all",
+        cutmix_prob=0.5,
+    ),
+}
+
+
+def resolve_recipe(name: str, **overrides: Any) -> ExpertRecipe:
+    """The named recipe with every non-``None`` override applied."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown expert recipe {name!r}; choose one of {sorted(RECIPES)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if "milestones" in changes:
+        changes["milestones"] = tuple(changes["milestones"])
+    return replace(RECIPES[name], **changes)

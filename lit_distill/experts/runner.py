@@ -1,0 +1,74 @@
+"""Training several experts in one run, one fresh Trainer per expert."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+
+from lit_distill.errors import TrajectoryCorruptError
+from lit_distill.experts.module import ExpertModule
+from lit_distill.seeding import derive_seed
+from lit_distill.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+
+
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` holds a finished, readable trajectory (a damaged one is retrained)."""
+    if not path.exists():
+        return False
+    try:
+        Trajectory.load(path)
+    except TrajectoryCorruptError as err:
+        log.warning("%s; training this expert again", err)
+        return False
+    return True
+
+
+def expert_logger(logger: Logger | None, index: int) -> Logger | None:
+    """A per-expert TensorBoard run (``.../expert_003``) next to the configured one."""
+    if isinstance(logger, TensorBoardLogger):
+        return TensorBoardLogger(
+            save_dir=logger.save_dir,
+            name=logger.name,
+            version=f"expert_{index:03d}",
+            default_hp_metric=False,
+        )
+    return logger
+
+
+def train_experts(
+    model: ExpertModule,
+    datamodule: L.LightningDataModule,
+    make_trainer: Callable[..., L.Trainer],
+    logger: Logger | None = None,
+) -> list[Path]:
+    """Train every expert of ``model`` whose trajectory file is missing; return all their paths.
+
+    Args:
+        model: the expert module (its ``num_experts`` and ``trajectory_dir`` say what to do).
+        datamodule: the real data.
+        make_trainer: builds a fresh Trainer from keyword overrides (``max_epochs``, ``logger``).
+        logger: the configured logger, cloned per expert when it is a TensorBoard logger.
+    """
+    paths = []
+    for index in range(model.hparams.num_experts):
+        path = model.trajectory_path(index)
+        paths.append(path)
+        if is_complete(path):
+            log.info("expert %d: %s already complete, skipped", index, path)
+            continue
+        model.start_expert(index)
+        L.seed_everything(derive_seed(model.hparams.seed, index) % 2**32, verbose=False)
+        trainer = make_trainer(max_epochs=model.recipe.epochs, logger=expert_logger(logger, index))
+        log.info("expert %d of %d -> %s", index + 1, model.hparams.num_experts, path)
+        trainer.fit(model, datamodule=datamodule)
+        if trainer.fast_dev_run:  # a smoke test: one expert, nothing written
+            break
+        if trainer.is_global_zero and not path.exists():
+            raise RuntimeError(f"expert {index} stopped before its last epoch; rerun to continue")
+    return paths

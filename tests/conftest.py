@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny trajectories and a quiet, isolated command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_distill.main import main
+from lit_distill.models import build_model
+from lit_distill.trajectory import Trajectory
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Keep CLI runs in tests quiet and small.
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run the test from an empty folder (relative paths in configs land there)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def run_cli():
+    """``run_cli("fit", "--config", ...)``: the ``lit-distill`` command, quiet."""
+
+    def run(*args: str) -> None:
+        main([*args, *QUIET])
+
+    return run
+
+
+def make_trajectory(
+    epochs: int = 3,
+    arch: str = "convnet3",
+    arch_kwargs: dict | None = None,
+    num_classes: int = 10,
+    image_shape: tuple[int, int, int] = (1, 8, 8),
+    dataset: str = "digits",
+    seed: int = 0,
+) -> Trajectory:
+    """A trajectory whose snapshots drift randomly from a freshly built network."""
+    arch_kwargs = {"width": 8} if arch_kwargs is None else arch_kwargs
+    torch.manual_seed(seed)
+    net = build_model(arch, num_classes, image_shape, **arch_kwargs)
+    names = [n for n, _ in net.named_parameters()]
+    start = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+    steps = torch.randn(epochs, start.numel()).mul(0.01).cumsum(0)
+    return Trajectory(
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        num_classes=num_classes,
+        image_shape=list(image_shape),
+        dataset=dataset,
+        param_names=names,
+        param_shapes=[list(p.shape) for p in net.parameters()],
+        epochs=list(range(epochs + 1)),
+        num_epochs=epochs,
+        params=torch.cat([start[None], start + steps]),
+        test_accuracy=[0.5] * epochs,
+        seed=seed,
+    )
+
+
+@pytest.fixture
+def trajectory() -> Trajectory:
+    return make_trajectory()
