@@ -1,0 +1,349 @@
+"""The learnable synthetic set: stored images, labels, multi-formation and initialisation.
+
+Images are kept in pixel space ([0, 1] once clamped), in class-major order: class 0's ``ipc``
+stored images, then class 1's, and so on. With multi-formation (IDC, used by DANCE and TGDD) one
+stored image holds ``factor x factor`` tiles and decodes into ``factor**2`` training images, so
+the same storage budget yields more, smaller-detail images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_distill.data.images import LabeledImages
+from lit_distill.errors import DatasetFormatError, SyntheticSetError
+
+# Value outside the image when its side is not a multiple of the factor: mid-grey, as the
+# IDC/TGDD reference decoder pads (TGDD.py, ``Synthesizer.decode_zoom``).
+PAD_VALUE = 0.5
+# Default soft labels are one-hot logits times this: softmax then puts at least
+# 1 - (K - 1) * exp(-10) on the class (99.96 % for 10 classes, 99.5 % for 100), i.e. the hard
+# label, while staying finite and learnable. DATM replaces them by experts' logits.
+ONE_HOT_LOGIT = 10.0
+# Noise initialisation: N(0.5, 0.25^2) clipped to [0, 1] (TGDD.py: ``randn / 4 + 0.5``, clamped).
+NOISE_MEAN, NOISE_STD = 0.5, 0.25
+# Real images classified per call when looking for correctly classified ones (bounded memory).
+CANDIDATE_CHUNK = 256
+
+
+def _tile_size(size: int, factor: int) -> int:
+    return math.ceil(size / factor)
+
+
+def decode_multiformation(images: Tensor, factor: int) -> Tensor:
+    """Multi-formation (IDC): every image's ``factor x factor`` tiles, each upsampled to full size.
+
+    The image is cut into tiles of ``ceil(H / factor)`` x ``ceil(W / factor)`` pixels; when a side
+    is not a multiple of ``factor`` it is first padded at the bottom/right with :data:`PAD_VALUE`
+    (as the reference decoder does). Each tile is resized back to (H, W), bilinear
+    (``align_corners=False``).
+
+    Args:
+        images: (N, C, H, W) stored images.
+        factor: tiles per side; 1 returns ``images`` itself.
+
+    Returns:
+        (factor**2 * N, C, H, W), tile-major as in the reference: every image's top-left tile,
+        then every image's next tile in row-major tile order, ..., the bottom-right tiles last.
+        Differentiable w.r.t. ``images``.
+    """
+    if factor == 1:
+        return images
+    n, c, h, w = images.shape
+    th, tw = _tile_size(h, factor), _tile_size(w, factor)
+    padded = F.pad(images, (0, factor * tw - w, 0, factor * th - h), value=PAD_VALUE)
+    # (N, C, fy, th, fx, tw) -> (fy, fx, N, C, th, tw): tile index outermost.
+    tiles = padded.reshape(n, c, factor, th, factor, tw).permute(2, 4, 0, 1, 3, 5)
+    tiles = tiles.reshape(factor * factor * n, c, th, tw)
+    return F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def encode_multiformation(images: Tensor, factor: int) -> Tensor:
+    """The inverse of :func:`decode_multiformation` up to resampling: tile images into one.
+
+    Args:
+        images: (factor**2 * N, C, H, W) full-size images, tile-major (``images[k * N + j]``
+            becomes tile ``k`` of stored image ``j``).
+        factor: tiles per side.
+
+    Returns:
+        (N, C, H, W): each image downsampled (area averaging, which does not alias) to the tile
+        size and placed in its tile; pixels of tiles that fall outside (H, W) are dropped, as
+        the decoder pads them back.
+    """
+    if factor == 1:
+        return images
+    total, c, h, w = images.shape
+    n = total // (factor * factor)
+    th, tw = _tile_size(h, factor), _tile_size(w, factor)
+    small = F.interpolate(images, size=(th, tw), mode="area")
+    canvas = small.reshape(factor, factor, n, c, th, tw).permute(2, 3, 0, 4, 1, 5)
+    return canvas.reshape(n, c, factor * th, factor * tw)[:, :, :h, :w]
+
+
+def decode_per_class(
+    images: Tensor, targets: Tensor, factor: int, ipc: int
+) -> tuple[Tensor, Tensor]:
+    """Decode class-major stored images, keeping class-major order.
+
+    Args:
+        images: (k * ipc, C, H, W) stored images of k classes, class by class.
+        targets: one row per stored image: labels (k * ipc,) or logits (k * ipc, K).
+        factor: multi-formation factor.
+        ipc: stored images per class.
+
+    Returns:
+        (k * ipc * factor**2, C, H, W) images and their targets; within a class, tile-major
+        (tile 0 of its ipc images, then tile 1, ...). Each decoded image has its stored image's
+        target.
+    """
+    if factor == 1:
+        return images, targets
+    k, tiles = images.shape[0] // ipc, factor * factor
+    decoded = decode_multiformation(images, factor)
+    decoded = decoded.reshape(tiles, k, ipc, *decoded.shape[1:]).transpose(0, 1)
+    rest = targets.shape[1:]
+    rows = targets.reshape(k, 1, ipc, *rest).expand(k, tiles, ipc, *rest)
+    return decoded.reshape(-1, *images.shape[1:]), rows.reshape(-1, *targets.shape[1:])
+
+
+def check_factor(factor: int, image_shape: Sequence[int]) -> None:
+    """Raise ValueError unless every tile of a ``factor x factor`` split holds real pixels."""
+    if factor < 1:
+        raise ValueError(f"factor must be at least 1, got {factor}")
+    for size in image_shape[1:]:
+        if (factor - 1) * _tile_size(size, factor) >= size:
+            raise ValueError(
+                f"factor {factor} is too large for images of side {size}: the last tiles would "
+                "hold only padding; use a smaller factor (2 is the usual choice)"
+            )
+
+
+def _model_device(classifier: Callable[[Tensor], Tensor], default: torch.device) -> torch.device:
+    """Where ``classifier`` expects its input: its parameters' device if it has any."""
+    if isinstance(classifier, nn.Module):
+        for tensor in classifier.parameters():
+            return tensor.device
+    return default
+
+
+class SyntheticSet(nn.Module):
+    """The learnable synthetic dataset: images in pixel space, labels, learnable learning rate.
+
+    Attributes:
+        images: parameter (num_classes * ipc, C, H, W), float32 pixels, class-major.
+        label_logits: parameter (num_classes * ipc, num_classes) with ``soft_labels``, else None.
+        lr: scalar parameter, the student learning rate learned by trajectory matching.
+        labels: int64 buffer, the class of every stored image.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ipc: int,
+        image_shape: Sequence[int],
+        factor: int = 1,
+        soft_labels: bool = False,
+        lr: float = 0.01,
+    ) -> None:
+        """Create a set of mid-grey images (call :meth:`initialize` before use).
+
+        Args:
+            num_classes: number of classes.
+            ipc: stored images per class.
+            image_shape: (C, H, W).
+            factor: multi-formation factor; each stored image decodes into ``factor**2``.
+            soft_labels: learn one logit vector per stored image (DATM) instead of hard labels.
+            lr: initial student learning rate (trajectory matching's ``lr_teacher``).
+        """
+        super().__init__()
+        if num_classes < 1 or ipc < 1:
+            raise ValueError(
+                f"need at least one class and one image per class, got num_classes={num_classes}"
+                f", ipc={ipc}"
+            )
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
+        check_factor(factor, image_shape)
+        if not lr > 0:
+            raise ValueError(f"the learning rate must be positive, got {lr}")
+        self.num_classes, self.ipc, self.factor = num_classes, ipc, factor
+        self.image_shape = tuple(int(s) for s in image_shape)
+        count = num_classes * ipc
+        self.images = nn.Parameter(torch.full((count, *self.image_shape), PAD_VALUE))
+        self.register_buffer("labels", torch.arange(num_classes).repeat_interleave(ipc))
+        if soft_labels:
+            one_hot = F.one_hot(self.labels, num_classes).float() * ONE_HOT_LOGIT
+            self.label_logits = nn.Parameter(one_hot)
+        else:
+            self.register_parameter("label_logits", None)
+        self.lr = nn.Parameter(torch.tensor(float(lr)))
+
+    @property
+    def num_images(self) -> int:
+        """Number of training images after multi-formation."""
+        return self.num_classes * self.ipc * self.factor**2
+
+    @property
+    def soft_labels(self) -> bool:
+        return self.label_logits is not None
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, ipc={self.ipc}, image_shape={self.image_shape}, "
+            f"factor={self.factor}, soft_labels={self.soft_labels}"
+        )
+
+    # ------------------------------------------------------------------ initialisation
+    @torch.no_grad()
+    def initialize(
+        self,
+        mode: Literal["real", "noise", "correct"],
+        real: LabeledImages | None = None,
+        generator: torch.Generator | None = None,
+        classifier: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        """Set the images (labels are left as they are).
+
+        Args:
+            mode: ``"real"``: random real images of each class; ``"correct"``: random real
+                images that ``classifier`` classifies correctly (DATM); ``"noise"``: Gaussian
+                noise, see :data:`NOISE_MEAN`. With ``factor > 1`` each stored image tiles
+                ``factor**2`` downsampled real images of its class (the reference "mix"
+                initialisation), so decoding gives back (resampled) real images.
+            real: the real training images (``"real"``, ``"correct"``).
+            generator: random stream (the global RNG when None); use a CPU generator.
+            classifier: ``pixels (N, C, H, W) in [0, 1] -> logits`` (``"correct"``), called
+                without gradients (put networks in eval mode); it gets the pixels on its
+                parameters' device (this set's device for plain functions).
+
+        Raises:
+            DatasetFormatError: a class has fewer than ``ipc * factor**2`` real images.
+            SyntheticSetError: ``real`` does not match this set, or too few correctly
+                classified images.
+        """
+        if mode == "noise":
+            device = generator.device if generator is not None else torch.device("cpu")
+            noise = torch.randn(self.images.shape, generator=generator, device=device)
+            self.images.copy_((noise * NOISE_STD + NOISE_MEAN).clamp_(0.0, 1.0))
+            return
+        if mode not in ("real", "correct"):
+            raise ValueError(f"unknown init mode {mode!r}: use 'real', 'correct' or 'noise'")
+        self._check_real(real, mode, classifier)
+        need = self.ipc * self.factor**2
+        for c in range(self.num_classes):
+            if mode == "real":
+                chosen = real.sample(c, need, generator)
+            else:
+                chosen = self._correct_images(real, c, need, generator, classifier)
+            stored = encode_multiformation(chosen.to(self.images.device), self.factor)
+            self.images[c * self.ipc : (c + 1) * self.ipc] = stored
+
+    def _check_real(
+        self, real: LabeledImages | None, mode: str, classifier: Callable | None
+    ) -> None:
+        if real is None:
+            raise ValueError(f"init mode {mode!r} needs the real images (real=...)")
+        if mode == "correct" and classifier is None:
+            raise ValueError("init mode 'correct' needs a classifier (e.g. a trained expert)")
+        if real.num_classes != self.num_classes or tuple(real.image_shape) != self.image_shape:
+            raise SyntheticSetError(
+                f"cannot initialise a synthetic set of {self.num_classes} classes of "
+                f"{self.image_shape} from {real!r}: use the dataset the set is distilled from"
+            )
+        need = self.ipc * self.factor**2
+        try:
+            real.check_ipc(need)
+        except DatasetFormatError as err:
+            if self.factor == 1:
+                raise
+            raise DatasetFormatError(
+                f"ipc={self.ipc} with factor {self.factor} needs {need} real images per class "
+                f"to initialise: {err}"
+            ) from err
+
+    def _correct_images(
+        self,
+        real: LabeledImages,
+        c: int,
+        need: int,
+        generator: torch.Generator | None,
+        classifier: Callable[[Tensor], Tensor],
+    ) -> Tensor:
+        """``need`` random images of class ``c`` that ``classifier`` gets right, in draw order."""
+        rows = real.indices_of(c)
+        rows = rows[torch.randperm(len(rows), generator=generator)]
+        device = _model_device(classifier, self.images.device)
+        found: list[Tensor] = []
+        count = 0
+        for chunk in rows.split(CANDIDATE_CHUNK):
+            pixels = real.pixels(chunk).to(device)
+            correct = classifier(pixels).argmax(dim=1) == c
+            found.append(pixels[correct][: need - count])
+            count += found[-1].shape[0]
+            if count == need:
+                return torch.cat(found)
+        raise SyntheticSetError(
+            f"only {count} of the {len(rows)} images of class {c} ({real.classes[c]!r}) are "
+            f"classified correctly, {need} needed for init='correct': lower ipc, use a better "
+            "trained classifier, or use init='real'"
+        )
+
+    @torch.no_grad()
+    def initialize_soft_labels(self, logits: Tensor) -> None:
+        """Set the learnable label logits (DATM: the experts' logits on the initial images).
+
+        Args:
+            logits: (num_classes * ipc, num_classes), one row per stored image, shared by the
+                ``factor**2`` images it decodes into.
+        """
+        if self.label_logits is None:
+            raise ValueError("this synthetic set has hard labels: create it with soft_labels=True")
+        if tuple(logits.shape) != tuple(self.label_logits.shape):
+            raise ValueError(
+                f"soft labels must have shape {tuple(self.label_logits.shape)} (one row per "
+                f"stored image), got {tuple(logits.shape)}"
+            )
+        self.label_logits.copy_(logits)
+
+    # ------------------------------------------------------------------ use
+    def decoded(self, classes: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+        """Training images and targets after multi-formation, class-major.
+
+        Args:
+            classes: only these classes, in this order (all when None).
+
+        Returns:
+            Images (n, C, H, W), differentiable w.r.t. :attr:`images`, and targets: int64
+            labels (n,) with hard labels, the logits (n, num_classes) with soft labels.
+        """
+        images = self.images
+        targets = self.labels if self.label_logits is None else self.label_logits
+        if classes is not None:
+            rows = self._rows(classes)
+            images, targets = images[rows], targets[rows]
+        return decode_per_class(images, targets, self.factor, self.ipc)
+
+    def _rows(self, classes: Sequence[int]) -> Tensor:
+        """Indices of the stored images of ``classes``, class by class."""
+        classes = [int(c) for c in classes]
+        if any(not 0 <= c < self.num_classes for c in classes):
+            raise IndexError(f"classes {classes} out of range [0, {self.num_classes})")
+        device = self.images.device
+        first = torch.tensor(classes, dtype=torch.long, device=device) * self.ipc
+        return (first[:, None] + torch.arange(self.ipc, device=device)).reshape(-1)
+
+    def class_images(self, c: int) -> Tensor:
+        """Decoded training images of class ``c`` (differentiable)."""
+        return self.decoded([c])[0]
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Put the pixels back into [0, 1] (after an optimiser step)."""
+        self.images.clamp_(0.0, 1.0)
