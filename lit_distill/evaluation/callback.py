@@ -1,0 +1,173 @@
+"""Evaluating the synthetic set periodically while it is being distilled."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+
+from lit_distill.data import LabeledImages
+from lit_distill.evaluation.evaluator import EvalResult, SyntheticEvaluator, format_results
+from lit_distill.evaluation.protocols import ProtocolName, Selection
+from lit_distill.export import SyntheticData
+from lit_distill.seeding import generator
+
+log = logging.getLogger(__name__)
+
+# Key of the random stream that picks the random-real baseline subset (as EvaluationModule).
+BASELINE_STREAM = 2
+
+
+class EvaluationCallback(L.Callback):
+    """Every ``every_n_steps`` optimizer steps, and at the end of fit, evaluate the current set;
+    at the very end, report it next to a random real subset of the same IPC.
+
+    The distillation module provides ``synthetic_data()`` (a detached CPU copy of the set),
+    ``preprocess``, ``datamodule`` and ``export(tag)``. The set is evaluated with a
+    :class:`SyntheticEvaluator` on the real test split (moved to the module's device once), and
+    ``eval/acc_mean``, ``eval/acc_std`` and ``eval/acc_best`` (fractions in [0, 1]) go to the
+    trainer's loggers at ``step = global_step``. When the mean improves, the set is exported as
+    ``best`` (``export_best``). The best accuracy and the steps survive a resume (checkpoint).
+
+    The evaluation draws from its own random streams inside a forked global RNG and trains its
+    own networks, so the distillation's randomness, modes and gradients are left untouched.
+    It runs on global rank 0 only; the other ranks wait for it at their next collective call
+    (a DDP-aware version would share the runs between ranks). Nothing is evaluated during a
+    ``fast_dev_run``.
+
+    Args:
+        every_n_steps: optimizer steps between evaluations.
+        arch: network trained on the set (``lit_distill.models.available_models()``).
+        arch_kwargs: its options, e.g. ``{"width": 64}``.
+        protocol: evaluation preset (``short`` is cheap but not comparable to published numbers).
+        num_runs: networks per evaluation.
+        seed: base seed of the runs (the same networks every time, so evaluations compare).
+        export_best: export the set as ``best`` whenever the mean accuracy improves.
+        report: at the end, also evaluate a random real subset of the same IPC through the same
+            protocol and print both (``results`` keeps them).
+        epochs, batch_size, lr, select, eval_every: overrides of the protocol's fields.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 500,
+        arch: str = "convnet3",
+        arch_kwargs: dict[str, Any] | None = None,
+        protocol: ProtocolName = "short",
+        num_runs: int = 3,
+        seed: int = 0,
+        export_best: bool = True,
+        report: bool = True,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        select: Selection | None = None,
+        eval_every: int | None = None,
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.export_best = export_best
+        self.report = report
+        self.results: list[EvalResult] = []
+        self.evaluator = SyntheticEvaluator(
+            arch,
+            arch_kwargs,
+            protocol,
+            num_runs,
+            seed,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            select=select,
+            eval_every=eval_every,
+        )
+        self.best_acc = -1.0  # no evaluation yet
+        self.best_step = -1
+        self.last_step = 0  # global step of the latest evaluation (0: none)
+        self._test: LabeledImages | None = None
+
+    @property
+    def state_key(self) -> str:
+        # Several of these callbacks (e.g. one per architecture) keep separate states.
+        return self._generate_state_key(
+            every_n_steps=self.every_n_steps,
+            arch=self.evaluator.arch,
+            protocol=self.evaluator.protocol.name,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_acc": self.best_acc, "best_step": self.best_step, "last_step": self.last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_acc = float(state_dict["best_acc"])
+        self.best_step = int(state_dict["best_step"])
+        self.last_step = int(state_dict["last_step"])
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        # Interval crossings rather than step % N: a step may advance by more than one.
+        step, every = trainer.global_step, self.every_n_steps
+        if step // every > self.last_step // every:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        final = self.evaluate(trainer, pl_module) if trainer.global_step > self.last_step else None
+        if self.report and trainer.is_global_zero and not trainer.fast_dev_run:
+            self.report_final(pl_module, final)
+
+    def report_final(self, pl_module: L.LightningModule, final: EvalResult | None) -> None:
+        """Print the final set's accuracy next to a random real subset of the same IPC."""
+        data = pl_module.synthetic_data()
+        if final is None:
+            final = self._evaluate(pl_module, data)
+        dm = pl_module.datamodule
+        subset = SyntheticData.random_real(
+            dm.train_set,
+            data.ipc,
+            generator(self.evaluator.seed, BASELINE_STREAM),
+            dataset=data.dataset,
+            zca=data.zca,
+            class_names=data.class_names,
+        )
+        baseline = self._evaluate(pl_module, subset)
+        self.results = [final, baseline]
+        for logger in pl_module.trainer.loggers:
+            logger.log_metrics(
+                {"eval/final_acc_mean": final.mean, "eval/random_real_acc_mean": baseline.mean},
+                step=pl_module.trainer.global_step,
+            )
+        log.info("Final evaluation on the real test split:\n%s", format_results(self.results))
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EvalResult | None:
+        """Evaluate the current set now (rank 0), log, and export it if it is the best so far."""
+        self.last_step = step = trainer.global_step
+        if not trainer.is_global_zero or trainer.fast_dev_run:
+            return None
+        result = self._evaluate(pl_module, pl_module.synthetic_data())
+        improved = result.mean > self.best_acc
+        if improved:
+            self.best_acc, self.best_step = result.mean, step
+        metrics = {"eval/acc_mean": result.mean, "eval/acc_std": result.std}
+        metrics["eval/acc_best"] = self.best_acc
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        best = 100 * self.best_acc
+        log.info("step %d: %s (best %.2f %% at step %d)", step, result, best, self.best_step)
+        if improved and self.export_best:
+            log.info("best synthetic set so far written to %s", pl_module.export("best"))
+        return result
+
+    def _evaluate(self, pl_module: L.LightningModule, data: SyntheticData) -> EvalResult:
+        test = self._test_set(pl_module)
+        return self.evaluator.evaluate(
+            data, test, pl_module.preprocess, data.num_classes, data.image_shape, pl_module.device
+        )
+
+    def _test_set(self, pl_module: L.LightningModule) -> LabeledImages:
+        """The real test split on the module's device (moved there once)."""
+        if self._test is None or self._test.device != pl_module.device:
+            self._test = pl_module.datamodule.test_set.to(pl_module.device)
+        return self._test

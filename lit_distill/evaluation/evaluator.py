@@ -1,0 +1,208 @@
+"""Evaluating a synthetic set: K fresh networks trained on it, measured on the real test split."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lit_distill.data import LabeledImages
+from lit_distill.evaluation.protocols import EvalProtocol, resolve_protocol
+from lit_distill.evaluation.train import accuracy, train_on_synthetic
+from lit_distill.export import SyntheticData
+from lit_distill.models import build_model
+from lit_distill.seeding import derive_seed, generator
+
+# Keys of the two random streams of a run: network initialisation, and every training draw.
+INIT_STREAM = 0
+DRAW_STREAM = 1
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Test accuracies (fractions in [0, 1]) of the runs of one evaluation.
+
+    Reported as mean ± std over runs; std is the population one (NumPy's default), as in the
+    field's reference code.
+    """
+
+    method: str
+    arch: str
+    protocol: str
+    ipc: int
+    accuracies: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accuracies))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.method} IPC {self.ipc} on {self.arch} ({self.protocol} protocol): "
+            f"{100 * self.mean:.2f} ± {100 * self.std:.2f} % over {len(self.accuracies)} runs"
+        )
+
+
+@dataclass
+class TrainedRun:
+    """One run: its network (the selected checkpoint's weights) and its test accuracy."""
+
+    net: nn.Module
+    accuracy: float | None
+
+
+class SyntheticEvaluator:
+    """Train ``num_runs`` fresh networks on a synthetic set and report their test accuracy.
+
+    Run ``r`` draws its initialisation and every training draw from streams derived from
+    ``(seed, r)``, inside a forked global RNG, so results are reproducible and the caller's
+    random state (a distillation in progress) is left exactly as it was.
+
+    Args:
+        arch: registered network name (``lit_distill.models.available_models()``).
+        arch_kwargs: its options, e.g. ``{"width": 64}``.
+        protocol: a preset name (``mtt``, ``tgdd``, ``dm``, ``short``) or an :class:`EvalProtocol`.
+        num_runs: networks trained (the field reports 5).
+        seed: base seed of the runs.
+        **overrides: protocol fields to change (``epochs=50``); ``None`` values are ignored.
+    """
+
+    def __init__(
+        self,
+        arch: str = "convnet3",
+        arch_kwargs: dict[str, Any] | None = None,
+        protocol: str | EvalProtocol = "short",
+        num_runs: int = 5,
+        seed: int = 0,
+        **overrides: Any,
+    ) -> None:
+        if num_runs < 1:
+            raise ValueError(f"num_runs must be at least 1, got {num_runs}")
+        self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
+        self.protocol = resolve_protocol(protocol, **overrides)
+        self.num_runs, self.seed = num_runs, seed
+
+    def evaluate(
+        self,
+        data: SyntheticData,
+        test: LabeledImages,
+        preprocess: nn.Module,
+        num_classes: int,
+        image_shape: Sequence[int],
+        device: torch.device | str = "cpu",
+    ) -> EvalResult:
+        """Train the runs on ``data`` and measure them on ``test`` (both used on ``device``)."""
+        runs = self.train_runs(data, test, preprocess, num_classes, image_shape, device)
+        return self.result(data, [run.accuracy for run in runs])
+
+    def result(self, data: SyntheticData, accuracies: Sequence[float]) -> EvalResult:
+        """An :class:`EvalResult` of this evaluator for ``data``."""
+        return EvalResult(
+            data.method, self.arch, self.protocol.name, data.ipc, tuple(map(float, accuracies))
+        )
+
+    def train_runs(
+        self,
+        data: SyntheticData,
+        test: LabeledImages | None,
+        preprocess: nn.Module,
+        num_classes: int,
+        image_shape: Sequence[int],
+        device: torch.device | str = "cpu",
+    ) -> list[TrainedRun]:
+        """The ``num_runs`` trained networks, each with its selected weights and accuracy.
+
+        ``test`` may be None with ``select="last"``: the networks are then returned unmeasured
+        (accuracy None), for a caller that measures them itself (the Lightning test loop).
+        """
+        if test is None and self.protocol.select == "best":
+            raise ValueError("select='best' measures checkpoints on the test split: pass test")
+        device = torch.device(device)
+        images, targets = (t.to(device) for t in data.decoded())
+        test = None if test is None else test.to(device)
+        preprocess = copy.deepcopy(preprocess).to(device)
+        lr = self.protocol.learning_rate(data.lr)
+        args = (images, targets, lr, test, preprocess, num_classes, image_shape)
+        return [self._train_run(run, *args) for run in range(self.num_runs)]
+
+    def _train_run(
+        self,
+        run: int,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        lr: float,
+        test: LabeledImages | None,
+        preprocess: nn.Module,
+        num_classes: int,
+        image_shape: Sequence[int],
+    ) -> TrainedRun:
+        with _isolated_rng(derive_seed(self.seed, run, INIT_STREAM), images.device):
+            # Built on the CPU: the same seed gives the same initial weights on every device.
+            net = build_model(self.arch, num_classes, image_shape, **self.arch_kwargs)
+            best = _BestCheckpoint(test, preprocess) if self.protocol.select == "best" else None
+            train_on_synthetic(
+                net.to(images.device),
+                images,
+                targets,
+                self.protocol,
+                preprocess,
+                lr,
+                generator(self.seed, run, DRAW_STREAM),
+                on_checkpoint=best,
+            )
+        if best is not None:
+            net.load_state_dict(best.state)
+            return TrainedRun(net, best.accuracy)
+        return TrainedRun(net, None if test is None else accuracy(net, test, preprocess))
+
+
+class _BestCheckpoint:
+    """``on_checkpoint`` hook that keeps the weights with the best test accuracy so far."""
+
+    def __init__(self, test: LabeledImages, preprocess: nn.Module) -> None:
+        self.test, self.preprocess = test, preprocess
+        self.accuracy, self.epoch = -1.0, 0
+        self.state: dict[str, torch.Tensor] = {}
+
+    def __call__(self, epoch: int, net: nn.Module) -> None:
+        acc = accuracy(net, self.test, self.preprocess)
+        if acc > self.accuracy:
+            self.accuracy, self.epoch = acc, epoch
+            self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@contextmanager
+def _isolated_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the global CPU (and this CUDA device's) RNG with ``seed``; restore both afterwards."""
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if devices:
+            torch.cuda.default_generators[devices[0]].manual_seed(seed)
+        yield
+
+
+def format_results(results: Sequence[EvalResult]) -> str:
+    """A Markdown table: method | arch | IPC | protocol | accuracy (%) mean ± std | runs."""
+    lines = [
+        "| method | arch | IPC | protocol | acc (%) | runs |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.method} | {r.arch} | {r.ipc} | {r.protocol} | "
+            f"{100 * r.mean:.2f} ± {100 * r.std:.2f} | {len(r.accuracies)} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""``lit-distill test``: evaluate an exported synthetic set next to a random-real baseline."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_distill.errors import SyntheticSetError
+from lit_distill.evaluation.evaluator import EvalResult, SyntheticEvaluator, format_results
+from lit_distill.evaluation.protocols import ProtocolName, Selection, SoftLabels
+from lit_distill.export import SyntheticData, load_synthetic
+from lit_distill.seeding import generator
+from lit_distill.task import DataTask
+
+log = logging.getLogger(__name__)
+
+# Key of the random stream that picks the random-real baseline subset.
+BASELINE_STREAM = 2
+
+
+class EvaluationModule(DataTask):
+    """Train fresh networks on a synthetic set (and on a random real subset of the same IPC),
+    then measure them on the real test split with the Lightning test (or validate) loop.
+
+    The networks are trained in ``setup`` on the trainer's device, ``num_runs`` per set and
+    architecture, seeded by ``(seed, run)`` (see :class:`SyntheticEvaluator`); the loop then
+    measures every network with its own accuracy metric, and at the end logs
+    ``test/<method>/<arch>/acc_mean`` and ``.../acc_std`` (``val/...`` under ``validate``) and
+    prints a results table. Results are also kept in :attr:`results`.
+
+    Under DDP every rank trains the same networks (same seeds) and the test loop shares the
+    test split between the ranks; the metrics are synchronised before they are reported.
+
+    Args:
+        num_classes, image_shape, mean, std, dataset: data facts (linked from the datamodule).
+        synthetic: an exported synthetic set (``synthetic_final.pt``); None evaluates only the
+            random-real baseline.
+        ipc: images per class of the baseline when there is no synthetic set (with one, its
+            IPC is used and this may be left out).
+        baseline: also evaluate ``ipc`` random real images per class through the same protocol.
+        archs: networks to train (cross-architecture evaluation with several).
+        arch_kwargs: options given to every architecture, e.g. ``{"width": 64}``.
+        protocol: evaluation preset: ``mtt``, ``tgdd``, ``dm`` or ``short`` (not comparable to
+            published numbers; see ``lit_distill.evaluation.protocols``).
+        epochs, batch_size, lr, momentum, weight_decay, milestones, gamma, augment,
+            cutmix_prob, select, eval_every, soft_labels: overrides of the protocol's fields
+            (``None`` keeps the preset's value; the protocol is then reported as ``name*``).
+        num_runs: networks per set and architecture.
+        seed: base seed of the runs and of the baseline subset.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_shape: Sequence[int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        dataset: str,
+        synthetic: str | None = None,
+        ipc: int | None = None,
+        baseline: bool = True,
+        archs: Sequence[str] = ("convnet3",),
+        arch_kwargs: dict[str, Any] | None = None,
+        protocol: ProtocolName = "short",
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        momentum: float | None = None,
+        weight_decay: float | None = None,
+        milestones: list[float] | None = None,
+        gamma: float | None = None,
+        augment: str | None = None,
+        cutmix_prob: float | None = None,
+        select: Selection | None = None,
+        eval_every: int | None = None,
+        soft_labels: SoftLabels | None = None,
+        num_runs: int = 5,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(num_classes, image_shape, mean, std, dataset)
+        self.save_hyperparameters()
+        overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum)
+        overrides.update(weight_decay=weight_decay, milestones=milestones, gamma=gamma)
+        overrides.update(augment=augment, cutmix_prob=cutmix_prob, select=select)
+        overrides.update(eval_every=eval_every, soft_labels=soft_labels)
+        self.evaluators = [
+            SyntheticEvaluator(arch, arch_kwargs, protocol, num_runs, seed, **overrides)
+            for arch in archs
+        ]
+        if not self.evaluators:
+            raise ValueError("archs is empty: name at least one network, e.g. ['convnet3']")
+        self.synthetic = self._load(synthetic)
+        self.ipc = self._baseline_ipc(ipc)
+        self.nets = nn.ModuleList()  # per (set, arch): the num_runs trained networks
+        self.metrics = nn.ModuleList()  # per (set, arch): one accuracy metric per network
+        self.entries: list[tuple[SyntheticEvaluator, SyntheticData]] = []
+        self.results: list[EvalResult] = []
+
+    def _load(self, path: str | None) -> SyntheticData | None:
+        if path is None:
+            return None
+        data = load_synthetic(path)
+        data.check_dataset(self.dataset_name, self.num_classes, self.image_shape)
+        return data
+
+    def _baseline_ipc(self, ipc: int | None) -> int:
+        if self.synthetic is None:
+            if not self.hparams.baseline or ipc is None:
+                raise ValueError(
+                    "nothing to evaluate: give --model.synthetic PATH (an exported set), or "
+                    "--model.ipc N with --model.baseline true for the random-real baseline only"
+                )
+            return ipc
+        if ipc is not None and ipc != self.synthetic.ipc:
+            raise ValueError(
+                f"--model.ipc {ipc} contradicts the synthetic set's IPC {self.synthetic.ipc}: "
+                "leave ipc out (the baseline uses the set's IPC)"
+            )
+        return self.synthetic.ipc
+
+    # ------------------------------------------------------------------ training the networks
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            raise _no_fit()
+        super().setup(stage)
+        if self.synthetic is not None and self.synthetic.zca != self.zca:
+            raise SyntheticSetError(
+                f"the synthetic set was distilled {'with' if self.synthetic.zca else 'without'} "
+                f"ZCA whitening but the datamodule has zca={self.zca}: evaluate it with "
+                f"--data.init_args.zca {str(self.synthetic.zca).lower()}"
+            )
+        if self.entries:  # already trained (e.g. validate, then test)
+            return
+        device = self.trainer.strategy.root_device
+        test = self.datamodule.test_set if self.evaluators[0].protocol.select == "best" else None
+        for data in self._sets():
+            for evaluator in self.evaluators:
+                what = (evaluator.num_runs, evaluator.arch, data.method, evaluator.protocol.name)
+                log.info("training %d %s networks on the %s set (%s protocol)", *what)
+                runs = evaluator.train_runs(
+                    data, test, self.preprocess, self.num_classes, self.image_shape, device
+                )
+                self.entries.append((evaluator, data))
+                self.nets.append(nn.ModuleList(run.net for run in runs))
+                self.metrics.append(nn.ModuleList(self._accuracy_metric() for _ in runs))
+
+    def _sets(self) -> list[SyntheticData]:
+        """The synthetic set (if any), then the random-real baseline (if asked)."""
+        sets = [] if self.synthetic is None else [self.synthetic]
+        if self.hparams.baseline:
+            dm = self.datamodule
+            subset = SyntheticData.random_real(
+                dm.train_set,
+                self.ipc,
+                generator(self.hparams.seed, BASELINE_STREAM),
+                dataset=self.dataset_name,
+                zca=self.zca,
+                class_names=dm.class_names,
+            )
+            sets.append(subset)
+        return sets
+
+    def _accuracy_metric(self) -> MulticlassAccuracy:
+        return MulticlassAccuracy(self.num_classes, average="micro")
+
+    # ------------------------------------------------------------------ measuring them
+    def _update(self, batch: tuple[Tensor, Tensor]) -> None:
+        images, labels = batch
+        inputs = self.preprocess(images)
+        for nets, metrics in zip(self.nets, self.metrics, strict=True):
+            for net, metric in zip(nets, metrics, strict=True):
+                metric.update(net(inputs), labels)
+
+    def _report(self, prefix: str) -> None:
+        """Log mean/std per (set, arch), keep the results, print the table; reset the metrics."""
+        self.results = []
+        for (evaluator, data), metrics in zip(self.entries, self.metrics, strict=True):
+            result = evaluator.result(data, [float(m.compute()) for m in metrics])
+            name = f"{prefix}/{result.method}/{result.arch}"
+            self.log(f"{name}/acc_mean", result.mean)
+            self.log(f"{name}/acc_std", result.std)
+            self.results.append(result)
+            for metric in metrics:
+                metric.reset()
+        self.print(format_results(self.results))
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._update(batch)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._update(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._report("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._report("val")
+
+    # ------------------------------------------------------------------ no fit
+    # Defined only so that `fit` reaches setup(), which explains what to run instead.
+    def training_step(self, *args: Any, **kwargs: Any) -> None:
+        raise _no_fit()
+
+    def configure_optimizers(self) -> None:
+        raise _no_fit()
+
+
+def _no_fit() -> MisconfigurationException:
+    return MisconfigurationException(
+        "EvaluationModule trains its networks itself and has nothing to fit: run "
+        "`lit-distill test --config configs/eval.yaml --model.synthetic PATH` "
+        "(or trainer.test(module, datamodule=...))"
+    )

@@ -1,0 +1,421 @@
+"""Evaluation of synthetic sets: protocols, the training loop, the evaluator, module, callback."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from lit_distill.data import DigitsDataModule, Normalize
+from lit_distill.errors import SyntheticSetError
+from lit_distill.evaluation import (
+    PROTOCOLS,
+    EvalProtocol,
+    EvalResult,
+    EvaluationCallback,
+    EvaluationModule,
+    SyntheticEvaluator,
+    accuracy,
+    format_results,
+    resolve_protocol,
+    train_on_synthetic,
+)
+from lit_distill.evaluation.module import BASELINE_STREAM
+from lit_distill.export import SyntheticData, save_synthetic
+from lit_distill.models import build_model
+from lit_distill.seeding import generator
+from lit_distill.task import DataTask
+
+# A ConvNet of width 8 and depth 2: with depth 3, 8x8 digits reach the last instance norm
+# at 2x2 pixels, which leaves it almost nothing to learn from in a few epochs.
+ARCH, TINY = "convnet", {"width": 8, "depth": 2}
+# A few epochs of the "short" recipe without augmentation: seconds on a CPU.
+FAST = {"epochs": 20, "lr": 0.05, "batch_size": 16, "augment": "none"}
+
+
+def tiny_protocol(**changes: Any) -> EvalProtocol:
+    return resolve_protocol("short", **{**FAST, **changes})
+
+
+@pytest.fixture(scope="module")
+def digits() -> DigitsDataModule:
+    dm = DigitsDataModule()
+    dm.setup()
+    return dm
+
+
+def random_real(dm: DigitsDataModule, ipc: int = 5, seed: int = 0) -> SyntheticData:
+    return SyntheticData.random_real(
+        dm.train_set, ipc, generator(seed), dataset=dm.name, zca=False, class_names=dm.class_names
+    )
+
+
+def separable(n_per_class: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two classes, bright left half or bright right half plus noise: trivially separable.
+
+    (A brightness difference would not do: instance norm removes each map's mean.)
+    """
+    noise = 0.2 * torch.rand(2 * n_per_class, 1, 8, 8, generator=generator(1))
+    images = noise.clone()
+    images[:n_per_class, ..., :4] += 0.7
+    images[n_per_class:, ..., 4:] += 0.7
+    return images, torch.arange(2).repeat_interleave(n_per_class)
+
+
+def fresh_net(num_classes: int = 2, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ARCH, num_classes, (1, 8, 8), **TINY)
+
+
+IDENTITY = Normalize((0.5,), (0.5,))
+LR = 0.2  # width-8 networks on the separable set learn quickly at this rate
+
+
+def mean_loss(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(F.cross_entropy(net(IDENTITY(images)), labels))
+
+
+# ---------------------------------------------------------------------- protocols
+def test_presets_follow_the_published_recipes() -> None:
+    mtt, tgdd, dm = PROTOCOLS["mtt"], PROTOCOLS["tgdd"], PROTOCOLS["dm"]
+    assert (mtt.epochs, mtt.batch_size, mtt.lr, mtt.milestone_epochs()) == (1000, 256, None, [500])
+    assert mtt.learning_rate(0.003) == 0.003 and mtt.learning_rate(None) == 0.01
+    assert (tgdd.epochs, tgdd.batch_size, tgdd.gamma, tgdd.cutmix_prob) == (1500, 64, 0.2, 0.5)
+    assert tgdd.milestone_epochs() == [1000, 1250]
+    assert tgdd.checkpoint_epochs() == [250, 500, 750, 1000, 1250, 1500]
+    assert "cutout" not in tgdd.augment and tgdd.select == "best"
+    assert dm.learning_rate(0.003) == 0.01 and dm.checkpoint_epochs() == [1000]
+    assert PROTOCOLS["short"].epochs < dm.epochs
+    assert resolve_protocol("dm", epochs=1).milestone_epochs() == [1]  # never before training
+
+
+def test_overrides_rename_the_preset() -> None:
+    assert resolve_protocol("tgdd") == PROTOCOLS["tgdd"]
+    assert resolve_protocol("tgdd", epochs=None).name == "tgdd"
+    changed = resolve_protocol("tgdd", epochs=30, milestones=[0.5])
+    assert (changed.epochs, changed.milestones, changed.name) == (30, (0.5,), "tgdd*")
+    assert resolve_protocol(changed, lr=0.1).name == "tgdd*"
+    assert resolve_protocol("dm", lr=0.01).name == "dm"  # same value: still the preset
+
+
+def test_bad_protocols_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'mttt'"):
+        resolve_protocol("mttt")
+    with pytest.raises(ValueError, match="unknown protocol field"):
+        resolve_protocol("mtt", epoch=10)
+    with pytest.raises(ValueError, match="eval_every"):
+        resolve_protocol("mtt", select="best")
+    with pytest.raises(ValueError, match="unknown DSA op"):
+        resolve_protocol("mtt", augment="color_blur")
+
+
+# ---------------------------------------------------------------------- training loop
+def test_training_reduces_the_loss_and_is_reproducible() -> None:
+    images, labels = separable()
+    protocol = tiny_protocol(epochs=40)
+    before = mean_loss(fresh_net(), images, labels)
+    nets = [
+        train_on_synthetic(fresh_net(), images, labels, protocol, IDENTITY, LR, generator(3))
+        for _ in range(2)
+    ]
+    assert mean_loss(nets[0], images, labels) < 0.5 * before
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+    other = train_on_synthetic(fresh_net(), images, labels, protocol, IDENTITY, LR, generator(4))
+    assert not torch.equal(other.classifier.weight, nets[0].classifier.weight)
+
+
+@pytest.mark.parametrize("soft_labels", ["soft", "hard"])
+def test_soft_targets(soft_labels: str) -> None:
+    images, labels = separable()
+    logits = 5.0 * F.one_hot(labels, 2).float()
+    protocol = tiny_protocol(epochs=40, soft_labels=soft_labels)
+    net = train_on_synthetic(fresh_net(), images, logits, protocol, IDENTITY, LR, generator(3))
+    assert mean_loss(net, images, labels) < 0.3
+    # "hard" trains on the arg-max: exactly what the integer labels give.
+    hard = train_on_synthetic(fresh_net(), images, labels, protocol, IDENTITY, LR, generator(3))
+    same = torch.equal(net.classifier.weight, hard.classifier.weight)
+    assert same == (soft_labels == "hard")
+
+
+def test_cutmix_and_augmentation_paths() -> None:
+    images, labels = separable()
+    plain = tiny_protocol(epochs=3)
+    mixed = replace(plain, cutmix_prob=1.0, augment="color_crop_flip", augment_mode="idc")
+    nets = [
+        train_on_synthetic(fresh_net(), images, labels, p, IDENTITY, LR, generator(3))
+        for p in (plain, mixed)
+    ]
+    assert not torch.equal(nets[0].classifier.weight, nets[1].classifier.weight)
+    assert all(torch.isfinite(p).all() for p in nets[1].parameters())
+
+
+@pytest.mark.parametrize(
+    ("select", "expected"), [("best", [3, 6, 9, 10]), ("last", [10])], ids=["best", "last"]
+)
+def test_checkpoints(select: str, expected: list[int]) -> None:
+    images, labels = separable(4)
+    protocol = tiny_protocol(epochs=10, select=select, eval_every=3)
+    seen: list[tuple[int, bool]] = []
+    train_on_synthetic(
+        fresh_net(),
+        images,
+        labels,
+        protocol,
+        IDENTITY,
+        0.05,
+        generator(0),
+        on_checkpoint=lambda epoch, net: seen.append((epoch, net.training)),
+    )
+    assert seen == [(epoch, True) for epoch in expected]
+
+
+def test_accuracy_restores_the_mode(digits: DigitsDataModule) -> None:
+    net = fresh_net(10)
+    preprocess = digits.preprocess()
+    acc = accuracy(net, digits.test_set, preprocess, batch_size=64)
+    assert net.training
+    net.eval()
+    with torch.no_grad():
+        all_rows = torch.arange(len(digits.test_set))
+        logits = net(preprocess(digits.test_set.pixels(all_rows)))
+    expected = (logits.argmax(1) == digits.test_set.labels).float().mean()
+    assert acc == pytest.approx(float(expected)) and not net.training
+
+
+# ---------------------------------------------------------------------- evaluator
+def evaluator(**kwargs: Any) -> SyntheticEvaluator:
+    settings = {"arch_kwargs": TINY, "num_runs": 3, **FAST, **kwargs}
+    return SyntheticEvaluator(ARCH, **settings)
+
+
+def evaluate(ev: SyntheticEvaluator, dm: DigitsDataModule, data: SyntheticData) -> EvalResult:
+    return ev.evaluate(data, dm.test_set, dm.preprocess(), dm.num_classes, dm.image_shape)
+
+
+def test_evaluator_mean_std_and_seeds(digits: DigitsDataModule) -> None:
+    data = random_real(digits)
+    state = torch.get_rng_state()
+    result = evaluate(evaluator(), digits, data)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random stream is untouched
+    assert len(result.accuracies) == 3 and len(set(result.accuracies)) > 1
+    assert result.mean == pytest.approx(np.mean(result.accuracies))
+    assert result.std == pytest.approx(np.std(result.accuracies))
+    assert result.mean > 0.3  # well above chance (0.1) after a few epochs
+    assert evaluate(evaluator(), digits, data) == result
+    assert evaluate(evaluator(seed=1), digits, data).accuracies != result.accuracies
+    assert (result.method, result.arch, result.protocol, result.ipc) == (
+        "random_real",
+        ARCH,
+        "short*",
+        5,
+    )
+    table = format_results([result])
+    assert "| random_real | convnet | 5 | short* |" in table
+    assert f"{100 * result.mean:.2f} ± {100 * result.std:.2f} | 3 |" in table
+
+
+def test_best_selection_keeps_the_best_checkpoint(digits: DigitsDataModule) -> None:
+    data = random_real(digits)
+    args = (data, digits.test_set, digits.preprocess(), 10, (1, 8, 8))
+    last = evaluator(num_runs=2, epochs=12).train_runs(*args)
+    best = evaluator(num_runs=2, epochs=12, select="best", eval_every=3).train_runs(*args)
+    for run_last, run_best in zip(last, best, strict=True):
+        # Same seed, same draws: the last checkpoint is one of the candidates of "best".
+        assert run_best.accuracy >= run_last.accuracy
+        assert accuracy(run_best.net, digits.test_set, digits.preprocess()) == run_best.accuracy
+
+
+def test_learned_lr_is_used_by_the_mtt_protocol(digits: DigitsDataModule) -> None:
+    data = random_real(digits)
+    ev = SyntheticEvaluator(ARCH, TINY, "mtt", num_runs=1, epochs=20, augment="none")
+    assert ev.protocol.lr is None  # the set's learned lr
+    slow = evaluate(ev, digits, replace(data, lr=1e-6))
+    fast = evaluate(ev, digits, replace(data, lr=0.05))
+    assert slow.mean < fast.mean
+
+
+# ---------------------------------------------------------------------- module
+def module(dm: DigitsDataModule, **kwargs: Any) -> EvaluationModule:
+    facts = {"num_classes": dm.num_classes, "image_shape": dm.image_shape, "mean": dm.mean}
+    facts.update(std=dm.std, dataset=dm.name)
+    settings = {"archs": [ARCH], "arch_kwargs": TINY, "num_runs": 2}
+    return EvaluationModule(**facts, **{**settings, **FAST, **kwargs})
+
+
+def trainer(**kwargs: Any) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, **kwargs)
+
+
+def test_module_baseline_only(digits: DigitsDataModule) -> None:
+    model = module(digits, ipc=5)
+    (metrics,) = trainer().test(model, datamodule=digits)
+    (result,) = model.results
+    assert result.method == "random_real" and len(result.accuracies) == 2
+    assert metrics["test/random_real/convnet/acc_mean"] == pytest.approx(result.mean)
+    assert metrics["test/random_real/convnet/acc_std"] == pytest.approx(result.std)
+    # The test loop measures the networks exactly as the evaluator does.
+    subset = SyntheticData.random_real(
+        digits.train_set,
+        5,
+        generator(0, BASELINE_STREAM),
+        dataset="digits",
+        zca=False,
+        class_names=digits.class_names,
+    )
+    ev = SyntheticEvaluator(ARCH, TINY, "short", num_runs=2, **FAST)
+    assert result.accuracies == pytest.approx(evaluate(ev, digits, subset).accuracies)
+
+
+def test_module_with_an_export(digits: DigitsDataModule, tmp_path: Path) -> None:
+    data = replace(random_real(digits, ipc=3, seed=5), method="tgdd", lr=0.02)
+    path = save_synthetic(tmp_path / "synthetic_final.pt", data)
+    archs = [ARCH, "convnet_bn"]  # cross-architecture: BatchNorm in train and eval mode
+    model = module(digits, synthetic=str(path), archs=archs, select="best", eval_every=10)
+    (metrics,) = trainer().validate(model, datamodule=digits)
+    methods = [(r.method, r.arch, r.ipc) for r in model.results]
+    assert methods == [
+        ("tgdd", ARCH, 3),
+        ("tgdd", "convnet_bn", 3),
+        ("random_real", ARCH, 3),
+        ("random_real", "convnet_bn", 3),
+    ]
+    assert {"val/tgdd/convnet_bn/acc_mean", "val/random_real/convnet/acc_std"} <= set(metrics)
+    (again,) = trainer().test(model, datamodule=digits)  # networks reused, metrics reset
+    assert again["test/tgdd/convnet/acc_mean"] == pytest.approx(
+        metrics["val/tgdd/convnet/acc_mean"]
+    )
+
+
+def test_module_refuses_other_data(digits: DigitsDataModule, tmp_path: Path) -> None:
+    other = replace(random_real(digits), dataset="mnist")
+    with pytest.raises(SyntheticSetError, match="mnist"):
+        module(digits, synthetic=str(save_synthetic(tmp_path / "a.pt", other)))
+    zca_set = save_synthetic(tmp_path / "b.pt", replace(random_real(digits), zca=True))
+    with pytest.raises(SyntheticSetError, match="zca"):
+        trainer().test(module(digits, synthetic=str(zca_set)), datamodule=digits)
+    with pytest.raises(ValueError, match="contradicts"):
+        module(digits, synthetic=str(zca_set), ipc=7)
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        module(digits)
+
+
+def test_module_has_nothing_to_fit(digits: DigitsDataModule) -> None:
+    with pytest.raises(MisconfigurationException, match="lit-distill test"):
+        trainer(max_steps=1).fit(module(digits, ipc=2), datamodule=digits)
+
+
+# ---------------------------------------------------------------------- callback
+class FakeDistillation(DataTask):
+    """A stand-in distillation module: random real images nudged by a dummy loss."""
+
+    def __init__(self, dm: DigitsDataModule, export_dir: Path) -> None:
+        super().__init__(dm.num_classes, dm.image_shape, dm.mean, dm.std, dm.name)
+        self.images = torch.nn.Parameter(random_real(dm).images.clone())
+        self.export_dir = export_dir
+        self.exports: list[str] = []
+        self.modes: list[tuple[bool, bool]] = []
+        self.iteration = 0  # counted in the step, as distillation modules do
+        self.read_at: list[tuple[int, int]] = []
+
+    def train_dataloader(self) -> range:
+        return range(100)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.modes.append((self.training, torch.is_grad_enabled()))
+        self.iteration += 1
+        return (self.images - 0.5).square().mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD([self.images], lr=0.1)
+
+    def synthetic_data(self) -> SyntheticData:
+        self.read_at.append((self.iteration, self.global_step))
+        base = random_real(self.datamodule)
+        return replace(base, images=self.images.detach().cpu().clone(), method="fake")
+
+    def export(self, tag: str) -> Path:
+        self.exports.append(tag)
+        return save_synthetic(self.export_dir / f"synthetic_{tag}.pt", self.synthetic_data())
+
+
+def callback(**kwargs: Any) -> EvaluationCallback:
+    settings = {"arch": ARCH, "arch_kwargs": TINY, "num_runs": 2, "epochs": 5, "lr": 0.05, **kwargs}
+    return EvaluationCallback(**settings)
+
+
+@pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader`")
+def test_callback_during_fit(digits: DigitsDataModule, tmp_path: Path) -> None:
+    model = FakeDistillation(digits, tmp_path)
+    cb = callback(every_n_steps=2)
+    fit = L.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        logger=CSVLogger(tmp_path),
+        callbacks=[cb],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+    )
+    fit.fit(model, datamodule=digits)
+    with open(Path(fit.logger.log_dir) / "metrics.csv") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("eval/acc_mean")]
+    assert [int(row["step"]) for row in rows] == [2, 4, 5]  # every 2 steps, and at the end
+    assert float(rows[-1]["eval/acc_best"]) == pytest.approx(cb.best_acc)
+    assert cb.last_step == 5 and cb.best_step in (2, 4, 5)
+    assert model.exports and set(model.exports) == {"best"}
+    assert (tmp_path / "synthetic_best.pt").is_file()
+    assert all(mode == (True, True) for mode in model.modes)  # evaluation left them alone
+    # The set is read once the module has finished its step.
+    assert all(iteration == step for iteration, step in model.read_at)
+    assert [r.method for r in cb.results] == ["fake", "random_real"]  # the final report
+    fit.save_checkpoint(tmp_path / "last.ckpt")
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"][cb.state_key]
+    assert saved == cb.state_dict()
+
+
+def test_callback_state_round_trip() -> None:
+    cb = callback()
+    cb.best_acc, cb.best_step, cb.last_step = 0.7, 1000, 1500
+    restored = callback()
+    restored.load_state_dict(cb.state_dict())
+    assert restored.state_dict() == {"best_acc": 0.7, "best_step": 1000, "last_step": 1500}
+    assert callback(arch="convnet_bn").state_key != cb.state_key
+
+
+def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: Path) -> None:
+    cb = callback(every_n_steps=10, report=False)
+    means = iter([0.5, 0.4, 0.6])
+    cb.evaluator.evaluate = lambda *a, **k: EvalResult("fake", ARCH, "short", 5, (next(means),))
+    model = SimpleNamespace(
+        synthetic_data=lambda: random_real(digits),
+        datamodule=digits,
+        preprocess=digits.preprocess(),
+        device=torch.device("cpu"),
+        exported=[],
+    )
+    model.export = lambda tag: model.exported.append(tag) or tmp_path / tag
+    logged: list[tuple[dict, int]] = []
+    logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append((metrics, step)))
+    fake = SimpleNamespace(global_step=0, is_global_zero=True, fast_dev_run=False, loggers=[logger])
+    for step in range(1, 31):
+        fake.global_step = step
+        cb.on_train_batch_end(fake, model, None, None, step)
+    cb.on_train_end(fake, model)  # already evaluated at step 30: nothing more
+    assert [step for _, step in logged] == [10, 20, 30]
+    assert [m["eval/acc_best"] for m, _ in logged] == [0.5, 0.5, 0.6]
+    assert model.exported == ["best", "best"] and (cb.best_acc, cb.best_step) == (0.6, 30)
+    other_rank = SimpleNamespace(**{**vars(fake), "is_global_zero": False, "global_step": 40})
+    cb.on_train_batch_end(other_rank, model, None, None, 40)
+    assert len(logged) == 3 and cb.last_step == 40
