@@ -1,0 +1,160 @@
+"""Distribution matching (DM) and TGDD: the algorithm, the modules, resume and export."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from conftest import make_trajectory
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_distill.data import DigitsDataModule
+from lit_distill.distill import DMModule, TGDDModule
+from lit_distill.distill.matching import matching_losses, mean_embedding_mmd, sample_stage
+from lit_distill.errors import TrajectoryMismatchError, TrajectoryNotFoundError
+from lit_distill.export import load_synthetic
+from lit_distill.models import build_model
+from lit_distill.trajectory import expert_path
+
+DIGITS = DigitsDataModule()
+FACTS = dict(
+    num_classes=10, image_shape=(1, 8, 8), mean=DIGITS.mean, std=DIGITS.std, dataset="digits"
+)
+SMALL = dict(arch_kwargs={"width": 8}, real_batch=16, image_every=0, real_on_device=False)
+
+
+def write_experts(folder, count=2, **kwargs):
+    for i in range(count):
+        make_trajectory(seed=i, **kwargs).save(expert_path(folder, i))
+    return folder
+
+
+def tgdd(tmp_path, **kwargs) -> TGDDModule:
+    folder = write_experts(tmp_path / "experts")
+    options = dict(trajectory_dir=str(folder), num_trajectories=2, ipc=2, iterations=6)
+    return TGDDModule(**FACTS, **SMALL, **{**options, **kwargs}, export_dir=str(tmp_path))
+
+
+def trainer(tmp_path, **kwargs) -> L.Trainer:
+    options = dict(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    return L.Trainer(**{**options, **kwargs})
+
+
+# ---------------------------------------------------------------------- the algorithm
+def test_mmd_is_zero_for_equal_means_and_positive_otherwise():
+    a = torch.randn(8, 5)
+    assert mean_embedding_mmd(a, a[torch.randperm(8)]).abs() < 1e-6
+    assert mean_embedding_mmd(a, a + 1) == pytest.approx(5.0)
+
+
+def test_matching_losses_reach_the_synthetic_pixels_only():
+    torch.manual_seed(0)
+    net = build_model("convnet3", 3, (1, 8, 8), width=8).requires_grad_(False)
+    real = [torch.rand(6, 1, 8, 8, requires_grad=True) for _ in range(3)]
+    syn = [torch.rand(2, 1, 8, 8, requires_grad=True) for _ in range(3)]
+    mmd, ce = matching_losses(net, net, real, syn, [0, 1, 2], lambda r, s: (r, s), lambda x: x)
+    (mmd + ce).backward()
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in syn)
+    assert all(r.grad is None for r in real)  # no gradient through the real side
+    _, no_critic = matching_losses(
+        net, None, real, syn, [0, 1, 2], lambda r, s: (r, s), lambda x: x
+    )
+    assert no_critic == 0
+
+
+def test_stage_sampling_stays_in_the_expert_region():
+    rng = torch.Generator().manual_seed(0)
+    picks = [sample_stage(3, 10, 7, rng) for _ in range(2000)]
+    assert {p.trajectory for p in picks} == {0, 1, 2}
+    assert {p.stage for p in picks} == set(range(11))  # stages 0..M, both ends included
+    assert all(p.stage <= p.constraint <= min(p.stage + 6, 10) for p in picks)
+    assert any(p.constraint == p.stage for p in picks) and any(p.constraint == 10 for p in picks)
+
+
+# ---------------------------------------------------------------------- the modules
+@pytest.mark.parametrize("method", ["tgdd", "dm"])
+def test_distillation_runs_and_exports(tmp_path, method):
+    if method == "tgdd":
+        model = tgdd(tmp_path)
+    else:
+        model = DMModule(**FACTS, **SMALL, ipc=2, iterations=6, export_dir=str(tmp_path))
+    before = model.synthetic.images.detach().clone()
+    trainer(tmp_path).fit(model, datamodule=DigitsDataModule())
+    assert int(model.iteration) == 6
+    assert not torch.equal(before, model.synthetic.images.detach())
+    assert model.synthetic.images.min() >= 0 and model.synthetic.images.max() <= 1
+    data = load_synthetic(tmp_path / "synthetic_final.pt")
+    assert (data.method, data.ipc, data.dataset, data.iteration) == (method, 2, "digits", 6)
+    assert torch.equal(data.images, model.synthetic.images.detach().cpu())
+    assert (tmp_path / "synthetic_final.png").exists()
+
+
+def checkpointed_run(tmp_path, name, stop_at=None, ckpt_path=None) -> torch.Tensor:
+    model = tgdd(tmp_path, iterations=8)
+    save = ModelCheckpoint(dirpath=tmp_path / name, save_last=True, every_n_train_steps=4)
+    run = trainer(tmp_path, callbacks=[save], enable_checkpointing=True)
+    if stop_at is not None:
+        run = trainer(tmp_path, callbacks=[save], enable_checkpointing=True, max_steps=stop_at)
+    run.fit(model, datamodule=DigitsDataModule(), ckpt_path=ckpt_path)
+    return model.synthetic.images.detach().clone()
+
+
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    straight = checkpointed_run(tmp_path, "straight")
+    checkpointed_run(tmp_path, "interrupted", stop_at=4)
+    resumed = checkpointed_run(tmp_path, "resumed", ckpt_path=tmp_path / "interrupted/last.ckpt")
+    torch.testing.assert_close(resumed, straight, rtol=1e-5, atol=1e-6)
+    half_way = checkpointed_run(tmp_path, "half", stop_at=4)
+    assert not torch.allclose(half_way, straight)  # the comparison is not vacuous
+
+
+# ---------------------------------------------------------------------- bad input
+def test_missing_trajectories_name_the_expert_command(tmp_path):
+    model = TGDDModule(
+        **FACTS, **SMALL, trajectory_dir=str(tmp_path / "none"), expert_config="experts_digits.yaml"
+    )
+    with pytest.raises(
+        TrajectoryNotFoundError, match="lit-distill fit --config experts_digits.yaml"
+    ):
+        trainer(tmp_path).fit(model, datamodule=DigitsDataModule())
+
+
+@pytest.mark.parametrize(
+    "mismatch, message",
+    [
+        (dict(dataset="mnist"), "dataset 'mnist', expected 'digits'"),
+        (dict(num_classes=100), "100 classes, expected 10"),
+        (dict(arch_kwargs={"width": 16}), "does not match the model"),
+    ],
+)
+def test_mismatched_trajectories_are_refused(tmp_path, mismatch, message):
+    folder = write_experts(tmp_path / "other", **mismatch)
+    model = TGDDModule(**FACTS, **SMALL, trajectory_dir=str(folder), num_trajectories=2)
+    with pytest.raises(TrajectoryMismatchError, match=message):
+        trainer(tmp_path).fit(model, datamodule=DigitsDataModule())
+
+
+def test_convex_trajectories_are_refused_by_tgdd(tmp_path):
+    folder = tmp_path / "convex"
+    for i in range(2):
+        traj = make_trajectory(seed=i)
+        traj.params, traj.epochs = traj.params[[0, -1]], [0, traj.num_epochs]
+        traj.save(expert_path(folder, i))
+    model = TGDDModule(**FACTS, **SMALL, trajectory_dir=str(folder), num_trajectories=2)
+    with pytest.raises(TrajectoryMismatchError, match="store=full"):
+        trainer(tmp_path).fit(model, datamodule=DigitsDataModule())
+
+
+def test_invalid_hyper_parameters(tmp_path):
+    with pytest.raises(ValueError, match="alpha"):
+        TGDDModule(**FACTS, **SMALL, alpha=-1.0)
+    with pytest.raises(ValueError, match="ipc"):
+        DMModule(**FACTS, **SMALL, ipc=0)
