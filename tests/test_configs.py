@@ -1,0 +1,63 @@
+"""Every shipped config runs end to end (fast_dev_run) on tiny generated data of its shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from conftest import make_trajectory
+
+from lit_distill.cli import resolve_config, shipped_configs
+from lit_distill.trajectory import expert_path
+
+TINY = {"width": 8}
+
+
+def fake_npz(folder, name: str, num_classes: int, shape, per_class: int = 4) -> str:
+    """A small .npz dataset with the class count and image shape of ``name``."""
+    rng = np.random.default_rng(0)
+    channels, height, width = shape
+    n = num_classes * per_class
+    images = rng.integers(0, 256, (n, height, width, channels), dtype=np.uint8)
+    labels = np.repeat(np.arange(num_classes), per_class).astype(np.uint8)
+    path = folder / f"{name}.npz"
+    np.savez(path, x_train=images, y_train=labels, x_test=images, y_test=labels)
+    return str(path)
+
+
+def data_of(config: dict) -> tuple[str, int, tuple[int, int, int]]:
+    source = config["data"]["class_path"].rsplit(".", 1)[-1]
+    return {
+        "CIFAR10DataModule": ("cifar10", 10, (3, 32, 32)),
+        "CIFAR100DataModule": ("cifar100", 100, (3, 32, 32)),
+        "MNISTDataModule": ("mnist", 10, (1, 28, 28)),
+        "DigitsDataModule": ("digits", 10, (1, 8, 8)),
+    }[source]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(shipped_configs()))
+def test_config_runs_with_fast_dev_run(name, in_tmp, run_cli):
+    path = resolve_config(name)
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    dataset, num_classes, shape = data_of(config)
+    npz = fake_npz(in_tmp, dataset, num_classes, shape)
+    args = ["--config", path, "--data=NpzDataModule", f"--data.path={npz}", f"--data.name={dataset}"]
+    model = config["model"]["class_path"].rsplit(".", 1)[-1]
+    arch = config["model"]["init_args"].get("arch", "convnet3")
+    if model == "EvaluationModule":
+        run_cli("test", *args, "--model.init_args.ipc=1", "--model.init_args.epochs=2")
+        return
+    args += [f"--model.init_args.arch_kwargs={TINY}", "--trainer.fast_dev_run=true"]
+    if model == "TGDDModule":
+        for i in range(2):
+            traj = make_trajectory(
+                epochs=3, arch=arch, num_classes=num_classes, image_shape=shape, dataset=dataset
+            )
+            traj.save(expert_path(in_tmp / "experts", i))
+        args += ["--model.init_args.trajectory_dir=experts", "--model.init_args.num_trajectories=2"]
+    if model in ("TGDDModule", "DMModule"):
+        args += ["--model.init_args.ipc=1", "--model.init_args.factor=1"]
+        args += ["--model.init_args.real_batch=2"]
+    run_cli("fit", *args)
