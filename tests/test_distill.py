@@ -32,7 +32,8 @@ def write_experts(folder, count=2, **kwargs):
 def tgdd(tmp_path, **kwargs) -> TGDDModule:
     folder = write_experts(tmp_path / "experts")
     options = dict(trajectory_dir=str(folder), num_trajectories=2, ipc=2, iterations=6)
-    return TGDDModule(**FACTS, **SMALL, **{**options, **kwargs}, export_dir=str(tmp_path))
+    settings = {**SMALL, **options, **kwargs}
+    return TGDDModule(**FACTS, **settings, export_dir=str(tmp_path))
 
 
 def trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -158,3 +159,20 @@ def test_invalid_hyper_parameters(tmp_path):
         TGDDModule(**FACTS, **SMALL, alpha=-1.0)
     with pytest.raises(ValueError, match="ipc"):
         DMModule(**FACTS, **SMALL, ipc=0)
+
+
+def test_tensorboard_gets_losses_lrs_images_and_hyper_parameters(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = tgdd(tmp_path, iterations=4, image_every=2)
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    trainer(tmp_path, logger=logger, log_every_n_steps=1).fit(model, datamodule=DigitsDataModule())
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    expected = {"train/mmd", "train/constraint", "train/loss", "train/lr_images", "train/stage"}
+    assert expected <= scalars
+    assert [e.step for e in events.Images("synthetic/images")] == [1, 2, 4]
+    hparams = (tmp_path / "tb" / "version_0" / "hparams.yaml").read_text()
+    assert "alpha: 2.5" in hparams and "expert_region: 7" in hparams

@@ -117,10 +117,10 @@ class DistillationModule(DataTask):
 
     # ------------------------------------------------------------------ the loop
     def configure_optimizers(self):
+        # Named groups: their learning rates are logged as train/lr_<name>.
+        images = {"params": [self.synthetic.images], "name": "images"}
         return torch.optim.SGD(
-            [self.synthetic.images],
-            lr=self.hparams.lr_images,
-            momentum=self.hparams.momentum_images,
+            [images], lr=self.hparams.lr_images, momentum=self.hparams.momentum_images
         )
 
     def training_step(self, batch: int, batch_idx: int) -> Tensor | None:
@@ -138,6 +138,8 @@ class DistillationModule(DataTask):
         self.synthetic.clamp_()  # pixels stay in [0, 1] (before any checkpoint is written)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        for group in self.optimizers().optimizer.param_groups:
+            self.log(f"train/lr_{group.get('name', 'group')}", group["lr"])
         step = int(self.iteration)
         every = self.hparams.image_every
         if every and (step % every == 0 or step == 1):
