@@ -34,8 +34,6 @@ written next to the file.
 
 from __future__ import annotations
 
-import os
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -49,6 +47,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from lit_distill.data.images import LabeledImages
 from lit_distill.errors import SyntheticSetError
+from lit_distill.fileio import checksum, write_atomic
 from lit_distill.synthetic import SyntheticSet, decode_per_class
 
 FORMAT = "lit-distill/synthetic"
@@ -188,14 +187,6 @@ def _classes_per_row(num_classes: int, ipc: int) -> int:
     return max(1, round((num_classes / ipc) ** 0.5))
 
 
-def _checksum(*tensors: Tensor | None) -> int:
-    crc = 0
-    for t in tensors:
-        if t is not None and t.numel():
-            crc = zlib.crc32(t.contiguous().view(torch.uint8).numpy().tobytes(), crc)
-    return crc
-
-
 def _check_plain(value: Any, where: str) -> None:
     """Raise SyntheticSetError unless ``value`` is made of types a weights-only load reads."""
     if isinstance(value, dict):
@@ -212,19 +203,6 @@ def _check_plain(value: Any, where: str) -> None:
         )
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temporary file, fsync it, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_synthetic(path: str | Path, data: SyntheticData, grid: bool = True) -> Path:
     """Write ``data`` atomically to ``path`` and, with ``grid``, a PNG of the stored images.
 
@@ -232,20 +210,19 @@ def save_synthetic(path: str | Path, data: SyntheticData, grid: bool = True) -> 
     classes per row when classes are many and ``ipc`` is small).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     _check_plain(data.config, "config")
     payload = {"format": FORMAT, "version": VERSION}
     payload.update({f.name: getattr(data, f.name) for f in fields(data)})
     for key in ("images", "labels", "label_logits"):
         if payload[key] is not None:
             payload[key] = payload[key].detach().cpu().contiguous()
-    payload["checksum"] = _checksum(payload["images"], payload["label_logits"])
-    _write_atomic(path, lambda f: torch.save(payload, f))
+    payload["checksum"] = checksum(payload["images"], payload["label_logits"])
+    write_atomic(path, lambda f: torch.save(payload, f))
     if grid:
         per_row = data.ipc * _classes_per_row(data.num_classes, data.ipc)
         pixels = image_grid(data.images, per_row).mul(255).round().to(torch.uint8)
         picture = Image.fromarray(pixels.permute(1, 2, 0).numpy())
-        _write_atomic(path.with_suffix(".png"), lambda f: picture.save(f, format="PNG"))
+        write_atomic(path.with_suffix(".png"), lambda f: picture.save(f, format="PNG"))
     return path
 
 
@@ -290,7 +267,7 @@ def _from_payload(payload: Any, path: Path) -> SyntheticData:
         raise bad(f"missing fields {sorted(names - stored)}, unknown {sorted(stored - names)}")
     data = SyntheticData(**{name: payload[name] for name in names})
     _check_consistent(data, bad)
-    if payload.get("checksum") != _checksum(data.images, data.label_logits):
+    if payload.get("checksum") != checksum(data.images, data.label_logits):
         raise bad("checksum mismatch: the stored images or labels were altered or damaged")
     return data
 

@@ -43,7 +43,8 @@ def test_config_runs_with_fast_dev_run(name, in_tmp, run_cli):
         config = yaml.safe_load(f)
     dataset, num_classes, shape = data_of(config)
     npz = fake_npz(in_tmp, dataset, num_classes, shape)
-    args = ["--config", path, "--data=NpzDataModule", f"--data.path={npz}", f"--data.name={dataset}"]
+    args = ["--config", path, "--data=NpzDataModule", f"--data.path={npz}"]
+    args.append(f"--data.name={dataset}")
     model = config["model"]["class_path"].rsplit(".", 1)[-1]
     arch = config["model"]["init_args"].get("arch", "convnet3")
     if model == "EvaluationModule":

@@ -30,7 +30,7 @@ from lit_distill.evaluation import (
     resolve_protocol,
     train_on_synthetic,
 )
-from lit_distill.evaluation.module import BASELINE_STREAM
+from lit_distill.evaluation.evaluator import BASELINE_STREAM
 from lit_distill.export import SyntheticData, save_synthetic
 from lit_distill.models import build_model
 from lit_distill.seeding import generator

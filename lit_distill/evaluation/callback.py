@@ -8,15 +8,16 @@ from typing import Any
 import lightning as L
 
 from lit_distill.data import LabeledImages
-from lit_distill.evaluation.evaluator import EvalResult, SyntheticEvaluator, format_results
+from lit_distill.evaluation.evaluator import (
+    EvalResult,
+    SyntheticEvaluator,
+    format_results,
+    random_real_baseline,
+)
 from lit_distill.evaluation.protocols import ProtocolName, Selection
 from lit_distill.export import SyntheticData
-from lit_distill.seeding import generator
 
 log = logging.getLogger(__name__)
-
-# Key of the random stream that picks the random-real baseline subset (as EvaluationModule).
-BASELINE_STREAM = 2
 
 
 class EvaluationCallback(L.Callback):
@@ -123,15 +124,8 @@ class EvaluationCallback(L.Callback):
         data = pl_module.synthetic_data()
         if final is None:
             final = self._evaluate(pl_module, data)
-        dm = pl_module.datamodule
-        subset = SyntheticData.random_real(
-            dm.train_set,
-            data.ipc,
-            generator(self.evaluator.seed, BASELINE_STREAM),
-            dataset=data.dataset,
-            zca=data.zca,
-            class_names=data.class_names,
-        )
+        real = pl_module.datamodule.train_set
+        subset = random_real_baseline(real, data.ipc, data.zca, self.evaluator.seed)
         baseline = self._evaluate(pl_module, subset)
         self.results = [final, baseline]
         for logger in pl_module.trainer.loggers:

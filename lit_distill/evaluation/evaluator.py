@@ -19,9 +19,11 @@ from lit_distill.export import SyntheticData
 from lit_distill.models import build_model
 from lit_distill.seeding import derive_seed, generator
 
-# Keys of the two random streams of a run: network initialisation, and every training draw.
+# Keys of the two random streams of a run (network initialisation, every training draw) and
+# of the stream that picks the random-real baseline subset.
 INIT_STREAM = 0
 DRAW_STREAM = 1
+BASELINE_STREAM = 2
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,19 @@ def _isolated_rng(seed: int, device: torch.device) -> Iterator[None]:
         if devices:
             torch.cuda.default_generators[devices[0]].manual_seed(seed)
         yield
+
+
+def random_real_baseline(real: LabeledImages, ipc: int, zca: bool, seed: int = 0) -> SyntheticData:
+    """The baseline every result stands next to: ``ipc`` random real training images per class
+    (of the dataset ``real`` comes from), drawn from the ``(seed, BASELINE_STREAM)`` stream."""
+    return SyntheticData.random_real(
+        real,
+        ipc,
+        generator(seed, BASELINE_STREAM),
+        dataset=real.name,
+        zca=zca,
+        class_names=real.classes,
+    )
 
 
 def format_results(results: Sequence[EvalResult]) -> str:

@@ -11,16 +11,17 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_distill.errors import SyntheticSetError
-from lit_distill.evaluation.evaluator import EvalResult, SyntheticEvaluator, format_results
+from lit_distill.evaluation.evaluator import (
+    EvalResult,
+    SyntheticEvaluator,
+    format_results,
+    random_real_baseline,
+)
 from lit_distill.evaluation.protocols import ProtocolName, Selection, SoftLabels
 from lit_distill.export import SyntheticData, load_synthetic
-from lit_distill.seeding import generator
 from lit_distill.task import DataTask
 
 log = logging.getLogger(__name__)
-
-# Key of the random stream that picks the random-real baseline subset.
-BASELINE_STREAM = 2
 
 
 class EvaluationModule(DataTask):
@@ -153,16 +154,8 @@ class EvaluationModule(DataTask):
         """The synthetic set (if any), then the random-real baseline (if asked)."""
         sets = [] if self.synthetic is None else [self.synthetic]
         if self.hparams.baseline:
-            dm = self.datamodule
-            subset = SyntheticData.random_real(
-                dm.train_set,
-                self.ipc,
-                generator(self.hparams.seed, BASELINE_STREAM),
-                dataset=self.dataset_name,
-                zca=self.zca,
-                class_names=dm.class_names,
-            )
-            sets.append(subset)
+            real = self.datamodule.train_set
+            sets.append(random_real_baseline(real, self.ipc, self.zca, self.hparams.seed))
         return sets
 
     def _accuracy_metric(self) -> MulticlassAccuracy:

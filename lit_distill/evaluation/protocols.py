@@ -9,10 +9,11 @@ a trailing ``*`` (``tgdd*``) so that a modified recipe is never reported as the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, get_args
 
 from lit_distill.augment import DSAMode, parse_strategy
+from lit_distill.presets import override, pick
 
 ProtocolName = Literal["mtt", "tgdd", "dm", "short"]
 Selection = Literal["last", "best"]
@@ -205,19 +206,8 @@ def resolve_protocol(protocol: str | EvalProtocol, **overrides: Any) -> EvalProt
         ValueError: unknown preset name or override field.
     """
     if isinstance(protocol, str):
-        if protocol not in PROTOCOLS:
-            raise ValueError(
-                f"unknown evaluation protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}"
-            )
-        protocol = PROTOCOLS[protocol]
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    valid = {f.name for f in fields(EvalProtocol)} - {"name"}
-    unknown = sorted(set(changes) - valid)
-    if unknown:
-        raise ValueError(f"unknown protocol field(s) {unknown}; valid fields are {sorted(valid)}")
-    if "milestones" in changes:
-        changes["milestones"] = tuple(changes["milestones"])
-    resolved = replace(protocol, **changes)
+        protocol = pick(PROTOCOLS, protocol, "evaluation protocol")
+    resolved = override(protocol, "protocol", **overrides)
     if resolved != protocol and not protocol.name.endswith("*"):
         resolved = replace(resolved, name=f"{protocol.name}*")
     return resolved

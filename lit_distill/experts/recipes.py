@@ -7,8 +7,10 @@ recipe is logged as hyper-parameters and stored in every trajectory file.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+from lit_distill.presets import override, pick
 
 RecipeName = Literal["mtt", "datm", "tgdd"]
 
@@ -88,9 +90,4 @@ RECIPES: dict[str, ExpertRecipe] = {
 
 def resolve_recipe(name: str, **overrides: Any) -> ExpertRecipe:
     """The named recipe with every non-``None`` override applied."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown expert recipe {name!r}; choose one of {sorted(RECIPES)}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    if "milestones" in changes:
-        changes["milestones"] = tuple(changes["milestones"])
-    return replace(RECIPES[name], **changes)
+    return override(pick(RECIPES, name, "expert recipe"), "recipe", **overrides)

@@ -31,8 +31,6 @@ file under the final name. Reading uses ``torch.load(weights_only=True)``: no co
 
 from __future__ import annotations
 
-import os
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_distill.errors import TrajectoryCorruptError, TrajectoryMismatchError
+from lit_distill.fileio import checksum, write_atomic
 
 FORMAT = "lit-distill/trajectory"
 VERSION = 1
@@ -60,14 +59,6 @@ def flatten(tensors: Sequence[Tensor]) -> Tensor:
     if not tensors:
         return torch.zeros(0)
     return torch.cat([t.detach().reshape(-1).float().cpu() for t in tensors])
-
-
-def _checksum(*tensors: Tensor | None) -> int:
-    crc = 0
-    for t in tensors:
-        if t is not None and t.numel():
-            crc = zlib.crc32(t.contiguous().view(torch.uint8).numpy().tobytes(), crc)
-    return crc
 
 
 @dataclass
@@ -115,20 +106,9 @@ class Trajectory:
     # ------------------------------------------------------------------ writing / reading
     def save(self, path: str | Path) -> Path:
         """Write atomically to ``path`` (parent folders are created)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"format": FORMAT, "version": VERSION, **asdict(self)}
-        payload["checksum"] = _checksum(self.params, self.buffers)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        payload["checksum"] = checksum(self.params, self.buffers)
+        return write_atomic(Path(path), lambda f: torch.save(payload, f))
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
@@ -157,13 +137,13 @@ class Trajectory:
             raise corrupt("not a lit-distill trajectory file")
         if payload.get("version") != VERSION:
             raise corrupt(f"format version {payload.get('version')}, this release reads {VERSION}")
-        checksum = payload.pop("checksum", None)
+        stored_checksum = payload.pop("checksum", None)
         payload = {k: v for k, v in payload.items() if k not in ("format", "version")}
         try:
             traj = cls(**payload)
         except TypeError as err:
             raise corrupt(f"unexpected fields ({err})") from err
-        if checksum != _checksum(traj.params, traj.buffers):
+        if stored_checksum != checksum(traj.params, traj.buffers):
             raise corrupt("checksum mismatch: the stored parameters were altered or damaged")
         traj._check_consistent(corrupt)
         return traj

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_distill.errors import TrajectoryMismatchError, TrajectoryNotFoundError
-from lit_distill.trajectory.format import Trajectory, named_state
+from lit_distill.trajectory.format import Trajectory, named_state, unflatten
 
 _EXPERT_FILE = re.compile(r"^expert_(\d{3,})\.pt$")
 
@@ -114,6 +114,5 @@ class SnapshotBank:
 
 
 def _copy(targets: dict[str, Tensor], names, shapes, vector: Tensor) -> None:
-    sizes = [int(torch.Size(s).numel()) for s in shapes]
-    for name, piece, shape in zip(names, vector.split(sizes), shapes, strict=True):
-        targets[name].copy_(piece.view(*shape))
+    for name, piece in unflatten(vector, names, shapes).items():
+        targets[name].copy_(piece)
