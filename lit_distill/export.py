@@ -48,7 +48,8 @@ from torch.utils.data import Dataset, TensorDataset
 from lit_distill.data.images import LabeledImages
 from lit_distill.errors import SyntheticSetError
 from lit_distill.fileio import checksum, write_atomic
-from lit_distill.synthetic import SyntheticSet, decode_per_class
+from lit_distill.multiformation import decode_per_class
+from lit_distill.synthetic import SyntheticSet
 
 FORMAT = "lit-distill/synthetic"
 VERSION = 1

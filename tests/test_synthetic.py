@@ -6,12 +6,8 @@ import torch.nn.functional as F
 
 from lit_distill.data.images import LabeledImages
 from lit_distill.errors import DatasetFormatError, SyntheticSetError
-from lit_distill.synthetic import (
-    PAD_VALUE,
-    SyntheticSet,
-    decode_multiformation,
-    encode_multiformation,
-)
+from lit_distill.multiformation import PAD_VALUE, decode_multiformation, encode_multiformation
+from lit_distill.synthetic import SyntheticSet
 
 
 def gen(seed: int = 0) -> torch.Generator:
