@@ -86,3 +86,33 @@ def test_cli_trains_two_experts_then_skips_them(in_tmp, run_cli):
 def test_expert_runs_refuse_ckpt_path(in_tmp, run_cli):
     with pytest.raises(ValueError, match="resume per expert"):
         run_cli("fit", "--config", "experts_digits.yaml", "--ckpt_path", "x.ckpt")
+
+
+def test_distillation_without_experts_names_the_command(in_tmp, run_cli, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(
+            "fit",
+            "--config",
+            "tgdd_digits.yaml",
+            "--model.init_args.train_missing_experts=false",
+        )
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "TrajectoryNotFoundError" in error
+    assert "lit-distill fit --config experts_digits.yaml" in error
+
+
+@pytest.mark.slow
+def test_quick_start_trains_experts_distils_and_reports(in_tmp, run_cli, caplog):
+    caplog.set_level("INFO", logger="lit_distill")
+    run_cli(
+        "fit",
+        "--config",
+        "tgdd_digits.yaml",
+        "--model.init_args.iterations=20",
+    )
+    assert len(list_experts(in_tmp / "runs/experts/digits_tgdd")) == 3
+    for name in ("synthetic_final.pt", "synthetic_final.png", "checkpoints/last.ckpt"):
+        assert (in_tmp / "runs/tgdd_digits" / name).exists()
+    assert "| tgdd | convnet | 1 | short |" in caplog.text
+    assert "| random_real | convnet | 1 | short |" in caplog.text
