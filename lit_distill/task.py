@@ -52,6 +52,15 @@ class DataTask(L.LightningModule):
             )
         return dm
 
+    def logs_this_step(self) -> bool:
+        """Whether the trainer writes step logs after this training step.
+
+        Lightning writes step values only every ``log_every_n_steps`` steps, yet ``self.log``
+        costs about a millisecond on every call; tasks log step values only when they are kept.
+        """
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
     def setup(self, stage: str) -> None:
         dm = self.datamodule
         if dm.name != self.dataset_name or dm.num_classes != self.num_classes:

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_distill.augment import DSA, cutmix
@@ -88,6 +88,7 @@ class ExpertModule(DataTask):
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro")})
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
+        self.train_loss = MeanMetric()
         self.start_expert(0)
 
     # ------------------------------------------------------------------ experts
@@ -96,7 +97,8 @@ class ExpertModule(DataTask):
         self.expert_index = index
         torch.manual_seed(derive_seed(self.hparams.seed, index))
         self.net = build_model(self.arch, self.num_classes, self.image_shape, **self.arch_kwargs)
-        self.train_metrics.reset(), self.val_metrics.reset()
+        for metric in (self.train_metrics, self.val_metrics, self.train_loss):
+            metric.reset()
 
     def trajectory_path(self, index: int | None = None) -> Path:
         index = self.expert_index if index is None else index
@@ -144,10 +146,17 @@ class ExpertModule(DataTask):
         loss = F.cross_entropy(logits, labels_a)
         if lam < 1:  # CutMix pasted a box: the loss mixes both labels by area
             loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels_b)
+        # Metrics accumulate on the device; values are logged only when they are written, so a
+        # step costs no host synchronisation and no logging overhead.
         self.train_metrics.update(logits, labels_a)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        self.train_loss.update(loss.detach())
+        if self.logs_this_step():
+            self.log("train/loss_step", loss)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict({**self.train_metrics.compute(), "train/loss": self.train_loss.compute()})
+        self.train_metrics.reset(), self.train_loss.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
