@@ -265,17 +265,21 @@ def test_module_baseline_only(digits: DigitsDataModule) -> None:
     assert result.method == "random_real" and len(result.accuracies) == 2
     assert metrics["test/random_real/convnet/acc_mean"] == pytest.approx(result.mean)
     assert metrics["test/random_real/convnet/acc_std"] == pytest.approx(result.std)
-    # The test loop measures the networks exactly as the evaluator does.
-    subset = SyntheticData.random_real(
-        digits.train_set,
-        5,
-        generator(0, BASELINE_STREAM),
-        dataset="digits",
-        zca=False,
-        class_names=digits.class_names,
-    )
+    # The test loop measures the networks exactly as the evaluator does, one subset per run.
+    subsets = [
+        SyntheticData.random_real(
+            digits.train_set,
+            5,
+            generator(0, BASELINE_STREAM, run),
+            dataset="digits",
+            zca=False,
+            class_names=digits.class_names,
+        )
+        for run in range(2)
+    ]
+    assert not torch.equal(subsets[0].images, subsets[1].images)
     ev = SyntheticEvaluator(ARCH, TINY, "short", num_runs=2, **FAST)
-    assert result.accuracies == pytest.approx(evaluate(ev, digits, subset).accuracies)
+    assert result.accuracies == pytest.approx(evaluate(ev, digits, subsets).accuracies)
 
 
 def test_module_with_an_export(digits: DigitsDataModule, tmp_path: Path) -> None:
@@ -402,6 +406,8 @@ def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: 
         synthetic_data=lambda: random_real(digits),
         datamodule=digits,
         preprocess=digits.preprocess(),
+        num_classes=digits.num_classes,
+        image_shape=digits.image_shape,
         device=torch.device("cpu"),
         exported=[],
     )

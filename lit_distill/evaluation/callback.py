@@ -125,7 +125,8 @@ class EvaluationCallback(L.Callback):
         if final is None:
             final = self._evaluate(pl_module, data)
         real = pl_module.datamodule.train_set
-        subset = random_real_baseline(real, data.ipc, data.zca, self.evaluator.seed)
+        runs = self.evaluator.num_runs
+        subset = random_real_baseline(real, data.ipc, data.zca, self.evaluator.seed, runs)
         baseline = self._evaluate(pl_module, subset)
         self.results = [final, baseline]
         for logger in pl_module.trainer.loggers:
@@ -154,10 +155,13 @@ class EvaluationCallback(L.Callback):
             log.info("best synthetic set so far written to %s", pl_module.export("best"))
         return result
 
-    def _evaluate(self, pl_module: L.LightningModule, data: SyntheticData) -> EvalResult:
+    def _evaluate(
+        self, pl_module: L.LightningModule, data: SyntheticData | list[SyntheticData]
+    ) -> EvalResult:
         test = self._test_set(pl_module)
+        module = pl_module  # the data facts of the run (those of every set evaluated here)
         return self.evaluator.evaluate(
-            data, test, pl_module.preprocess, data.num_classes, data.image_shape, pl_module.device
+            data, test, module.preprocess, module.num_classes, module.image_shape, module.device
         )
 
     def _test_set(self, pl_module: L.LightningModule) -> LabeledImages:

@@ -96,26 +96,33 @@ class SyntheticEvaluator:
 
     def evaluate(
         self,
-        data: SyntheticData,
+        data: SyntheticData | Sequence[SyntheticData],
         test: LabeledImages,
         preprocess: nn.Module,
         num_classes: int,
         image_shape: Sequence[int],
         device: torch.device | str = "cpu",
     ) -> EvalResult:
-        """Train the runs on ``data`` and measure them on ``test`` (both used on ``device``)."""
+        """Train the runs on ``data`` and measure them on ``test`` (both used on ``device``).
+
+        ``data`` is one set for every run, or one set per run (the random-real baseline draws a
+        new subset for each run).
+        """
         runs = self.train_runs(data, test, preprocess, num_classes, image_shape, device)
         return self.result(data, [run.accuracy for run in runs])
 
-    def result(self, data: SyntheticData, accuracies: Sequence[float]) -> EvalResult:
+    def result(
+        self, data: SyntheticData | Sequence[SyntheticData], accuracies: Sequence[float]
+    ) -> EvalResult:
         """An :class:`EvalResult` of this evaluator for ``data``."""
+        first = data if isinstance(data, SyntheticData) else data[0]
         return EvalResult(
-            data.method, self.arch, self.protocol.name, data.ipc, tuple(map(float, accuracies))
+            first.method, self.arch, self.protocol.name, first.ipc, tuple(map(float, accuracies))
         )
 
     def train_runs(
         self,
-        data: SyntheticData,
+        data: SyntheticData | Sequence[SyntheticData],
         test: LabeledImages | None,
         preprocess: nn.Module,
         num_classes: int,
@@ -124,18 +131,25 @@ class SyntheticEvaluator:
     ) -> list[TrainedRun]:
         """The ``num_runs`` trained networks, each with its selected weights and accuracy.
 
-        ``test`` may be None with ``select="last"``: the networks are then returned unmeasured
-        (accuracy None), for a caller that measures them itself (the Lightning test loop).
+        ``data`` is one set for all runs or one per run. ``test`` may be None with
+        ``select="last"``: the networks are then returned unmeasured (accuracy None), for a
+        caller that measures them itself (the Lightning test loop).
         """
         if test is None and self.protocol.select == "best":
             raise ValueError("select='best' measures checkpoints on the test split: pass test")
+        per_run = [data] * self.num_runs if isinstance(data, SyntheticData) else list(data)
+        if len(per_run) != self.num_runs:
+            raise ValueError(f"{len(per_run)} sets given for {self.num_runs} runs")
         device = torch.device(device)
-        images, targets = (t.to(device) for t in data.decoded())
         test = None if test is None else test.to(device)
         preprocess = copy.deepcopy(preprocess).to(device)
-        lr = self.protocol.learning_rate(data.lr)
-        args = (images, targets, lr, test, preprocess, num_classes, image_shape)
-        return [self._train_run(run, *args) for run in range(self.num_runs)]
+        runs = []
+        for run, run_data in enumerate(per_run):
+            images, targets = (t.to(device) for t in run_data.decoded())
+            lr = self.protocol.learning_rate(run_data.lr)
+            args = (images, targets, lr, test, preprocess, num_classes, image_shape)
+            runs.append(self._train_run(run, *args))
+        return runs
 
     def _train_run(
         self,
@@ -196,17 +210,26 @@ def _isolated_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def random_real_baseline(real: LabeledImages, ipc: int, zca: bool, seed: int = 0) -> SyntheticData:
-    """The baseline every result stands next to: ``ipc`` random real training images per class
-    (of the dataset ``real`` comes from), drawn from the ``(seed, BASELINE_STREAM)`` stream."""
-    return SyntheticData.random_real(
-        real,
-        ipc,
-        generator(seed, BASELINE_STREAM),
-        dataset=real.name,
-        zca=zca,
-        class_names=real.classes,
-    )
+def random_real_baseline(
+    real: LabeledImages, ipc: int, zca: bool, seed: int = 0, runs: int = 1
+) -> list[SyntheticData]:
+    """The baseline every result stands next to: for each run, its own ``ipc`` random real
+    training images per class, drawn from the ``(seed, BASELINE_STREAM, run)`` stream.
+
+    One subset per run: at small IPC, which images are drawn matters as much as the network's
+    seed, so the baseline's mean ± std covers both.
+    """
+    return [
+        SyntheticData.random_real(
+            real,
+            ipc,
+            generator(seed, BASELINE_STREAM, run),
+            dataset=real.name,
+            zca=zca,
+            class_names=real.classes,
+        )
+        for run in range(runs)
+    ]
 
 
 def format_results(results: Sequence[EvalResult]) -> str:

@@ -99,7 +99,7 @@ class EvaluationModule(DataTask):
         self.ipc = self._baseline_ipc(ipc)
         self.nets = nn.ModuleList()  # per (set, arch): the num_runs trained networks
         self.metrics = nn.ModuleList()  # per (set, arch): one accuracy metric per network
-        self.entries: list[tuple[SyntheticEvaluator, SyntheticData]] = []
+        self.entries: list[tuple[SyntheticEvaluator, list[SyntheticData]]] = []
         self.results: list[EvalResult] = []
 
     def _load(self, path: str | None) -> SyntheticData | None:
@@ -141,7 +141,8 @@ class EvaluationModule(DataTask):
         test = self.datamodule.test_set if self.evaluators[0].protocol.select == "best" else None
         for data in self._sets():
             for evaluator in self.evaluators:
-                what = (evaluator.num_runs, evaluator.arch, data.method, evaluator.protocol.name)
+                method = data[0].method
+                what = (evaluator.num_runs, evaluator.arch, method, evaluator.protocol.name)
                 log.info("training %d %s networks on the %s set (%s protocol)", *what)
                 runs = evaluator.train_runs(
                     data, test, self.preprocess, self.num_classes, self.image_shape, device
@@ -150,12 +151,13 @@ class EvaluationModule(DataTask):
                 self.nets.append(nn.ModuleList(run.net for run in runs))
                 self.metrics.append(nn.ModuleList(self._accuracy_metric() for _ in runs))
 
-    def _sets(self) -> list[SyntheticData]:
-        """The synthetic set (if any), then the random-real baseline (if asked)."""
-        sets = [] if self.synthetic is None else [self.synthetic]
+    def _sets(self) -> list[list[SyntheticData]]:
+        """Per run, the synthetic set (if any), then the random-real baseline (if asked)."""
+        runs = self.hparams.num_runs
+        sets = [] if self.synthetic is None else [[self.synthetic] * runs]
         if self.hparams.baseline:
             real = self.datamodule.train_set
-            sets.append(random_real_baseline(real, self.ipc, self.zca, self.hparams.seed))
+            sets.append(random_real_baseline(real, self.ipc, self.zca, self.hparams.seed, runs))
         return sets
 
     def _accuracy_metric(self) -> MulticlassAccuracy:
