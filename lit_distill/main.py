@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 from lit_distill.cli import LitDistillCLI, describe_configs, resolve_config_args
 from lit_distill.errors import LitDistillError
@@ -22,7 +23,10 @@ def main(args: list[str] | None = None) -> None:
         print(describe_configs())
         return
     try:
-        LitDistillCLI(args=resolve_config_args(args))
+        with warnings.catch_warnings():
+            # Arguments are passed on purpose (config names resolved): not a mistake to warn of.
+            warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+            LitDistillCLI(args=resolve_config_args(args))
     except LitDistillError as err:
         if os.environ.get("LIT_DISTILL_DEBUG"):
             raise
