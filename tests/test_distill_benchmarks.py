@@ -1,0 +1,58 @@
+"""Smoke tests of the distillation benchmarks: their main functions run end to end on digits.
+
+Tiny settings (width 8, a few iterations, one evaluation run of two epochs), so that the scripts
+cannot rot; the numbers themselves are not checked here (timing and accuracy belong to the
+benchmarks' own output).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import distill_accuracy  # noqa: E402
+import distill_cost  # noqa: E402
+
+# One digits expert of two epochs at width 8: shared by both scripts through the work folder.
+TINY = ["--width", "8", "--expert-epochs", "2", "--num-experts", "1", "--work-dir", "bench"]
+
+
+@pytest.mark.slow
+def test_accuracy_benchmark_runs_and_writes_its_section(in_tmp):
+    out = in_tmp / "accuracy.md"
+    argv = ["--datasets", "digits", "--ipc", "1", "--runs", "1", "--iterations", "3"]
+    outcomes = distill_accuracy.main([*argv, "--eval-epochs", "2", *TINY, "--out", str(out)])
+    (_, ipc, outcome), *_ = outcomes
+    assert ipc == 1 and set(outcome["results"]) == {"tgdd", "dm", "random_real", "start"}
+    # DM is the TGDD run with its own extractors: nothing else may differ.
+    assert set(outcome["differs"]) <= set(distill_accuracy.TGDD_ONLY)
+    assert outcome["same_start"]
+    text = out.read_text()
+    assert "| digits | 1 |" in text and "benchmarks/distill_accuracy.py" in text
+
+
+@pytest.mark.slow
+def test_cost_benchmark_runs_both_methods_in_subprocesses(in_tmp):
+    out = in_tmp / "cost.md"
+    argv = ["--dataset", "digits", "--ipc", "2", "--warmup", "1", "--iterations", "2"]
+    runs = distill_cost.main([*argv, "--rounds", "1", *TINY, "--out", str(out)])
+    assert {m: len(r) for m, r in runs.items()} == {"tgdd": 1, "dm": 1}
+    assert all(len(r[0]["times"]) == 2 and r[0]["peak"] > 0 for r in runs.values())
+    assert runs["tgdd"][0]["bank"] > 0 and runs["dm"][0]["bank"] == 0
+    assert "TGDD / DM" in out.read_text()
+
+
+CONFIGS = sorted((BENCHMARKS / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_benchmark_configs_build(config, in_tmp):
+    # Instantiation reads no data (torchvision sources only record their facts), so this runs
+    # without the MNIST files.
+    cli = distill_accuracy.LitDistillCLI(args=["--config", str(config)], run=False)
+    assert cli.model.num_classes == 10 and cli.datamodule.name == "mnist"
