@@ -106,6 +106,16 @@ class LitDistillCLI(LightningCLI):
                 f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
 
+    def before_instantiate_classes(self) -> None:
+        # The shipped configs slow the progress bar's redraws down (one per step is costly);
+        # --trainer.enable_progress_bar=false must still work with them: drop that callback.
+        prefix = f"{self.subcommand}.trainer" if self.subcommand else "trainer"
+        callbacks = self.config.get(f"{prefix}.callbacks")
+        if self.config.get(f"{prefix}.enable_progress_bar") is False and callbacks:
+            self.config[f"{prefix}.callbacks"] = [
+                c for c in callbacks if not str(c.class_path).endswith("ProgressBar")
+            ]
+
     def fit(
         self, model: DataTask, datamodule: ImageDataModule | None = None, **kwargs: Any
     ) -> None:
