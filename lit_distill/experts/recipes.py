@@ -7,7 +7,7 @@ recipe is logged as hyper-parameters and stored in every trajectory file.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from lit_distill.presets import override, pick
@@ -60,16 +60,6 @@ RECIPES: dict[str, ExpertRecipe] = {
         augment="color_crop_cutout_flip_scale_rotate",
         augment_mode="single",
     ),
-    # DATM / FTD: the MTT recipe trained for 100 epochs (flatness-seeking GSAM not included).
-    "datm": ExpertRecipe(
-        epochs=100,
-        batch_size=256,
-        lr=0.01,
-        momentum=0.0,
-        weight_decay=0.0,
-        augment="color_crop_cutout_flip_scale_rotate",
-        augment_mode="single",
-    ),
     # TGDD (pretrain.py of the TGDD code): SGD lr 0.01, momentum 0.9, wd 5e-4, 60 epochs with
     # lr x0.2 at 2/3 and 5/6 of training (epochs 40 and 50), batch 64, DSA color+crop on every
     # sample, CutMix with p=0.5.
@@ -86,6 +76,8 @@ RECIPES: dict[str, ExpertRecipe] = {
         cutmix_prob=0.5,
     ),
 }
+# DATM / FTD: the MTT recipe trained for 100 epochs (flatness-seeking GSAM not included).
+RECIPES["datm"] = replace(RECIPES["mtt"], epochs=100)
 
 
 def resolve_recipe(name: str, **overrides: Any) -> ExpertRecipe:
