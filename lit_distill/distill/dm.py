@@ -76,6 +76,8 @@ class DMModule(DistillationModule):
 
     def pick_networks(self, rng: torch.Generator) -> tuple[nn.Module, nn.Module | None]:
         """A freshly initialised extractor (seeded from ``rng``) and no critic."""
+        # The template stays on the CPU: a seed then gives the same weights on every device,
+        # and only the CPU generator is forked; the copy to the extractor is one small transfer.
         template = self._nets["template"]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=rng)))
