@@ -137,7 +137,9 @@ def measure(method: str, args: argparse.Namespace) -> dict:
         "start": meter.start_bytes,
         "peak": meter.peak_bytes,
         "kind": meter.peak_kind,
-        "bank": 0 if bank is None else bank.params.numel() * bank.params.element_size(),
+        "bank": 0
+        if bank is None
+        else sum(t.params.numel() * t.params.element_size() for t in bank.trajectories),
         "settings": {k: hp[k] for k in SHARED if k in hp},
     }
 
@@ -204,8 +206,8 @@ def report(runs: dict[str, list[dict]], note: str) -> str:
     )
     return (
         f"{table(headers, rows)}\n\n"
-        f"- memory measure: {first['kind']} (see the script's docstring); TGDD's snapshot bank: "
-        f"{first['bank'] / MIB:.1f} MiB, in memory from the start\n"
+        f"- memory measure: {first['kind']} (see the script's docstring); TGDD's experts: "
+        f"{first['bank'] / MIB:.1f} MiB of snapshots, memory-mapped and read lazily\n"
         f"- run settings: {first['settings']}; the same for DM: "
         f"{all(r['settings'] == first['settings'] for r in runs['dm'])}\n"
         f"- timed iterations per method: {sum(len(r['times']) for r in runs['tgdd'])} "

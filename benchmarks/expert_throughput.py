@@ -201,11 +201,13 @@ class PlainLoop:
         labels = labels.to(self.device, non_blocking=True)
         # The same derived stream per step as the app (a seeded torch.Generator each step).
         rng = generator(self.args.seed, 0, 0, index)
+        in_input = self.recipe.augment_space == "input"  # augment where the recipe says
+        images = self.preprocess(images) if in_input else images
         images = self.augment(images, generator=rng)
         labels_b, lam = labels, 1.0
         if self.recipe.cutmix_prob > 0:
             images, _, labels_b, lam = cutmix(images, labels, rng, prob=self.recipe.cutmix_prob)
-        logits = self.net(self.preprocess(images))
+        logits = self.net(images if in_input else self.preprocess(images))
         loss = F.cross_entropy(logits, labels)
         if lam < 1:
             loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels_b)

@@ -16,11 +16,11 @@ from typing import Any
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lit_distill.data import ImageDataModule
-from lit_distill.errors import ConfigNotFoundError, TrajectoryNotFoundError
+from lit_distill.errors import ConfigNotFoundError
 from lit_distill.experts import ExpertModule
+from lit_distill.experts.pool import ExpertPool
 from lit_distill.experts.runner import train_experts
 from lit_distill.task import DataTask
-from lit_distill.trajectory import list_experts
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ class LitDistillCLI(LightningCLI):
                 )
             train_experts(model, datamodule, self._fresh_trainer, logger=self.trainer.logger)
             return
-        if hasattr(model, "expert_requirements"):
-            self._train_missing_experts(model)
+        if getattr(model, "experts", None) is not None:
+            self._train_missing_experts(model.experts)
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
 
     def _fresh_trainer(self, **overrides: Any):
@@ -138,31 +138,30 @@ class LitDistillCLI(LightningCLI):
         callbacks = [c for c in configured if not isinstance(c, SaveConfigCallback)]
         return self.instantiate_trainer(callbacks=callbacks, **overrides)
 
-    def _train_missing_experts(self, model: DataTask) -> None:
+    def _train_missing_experts(self, pool: ExpertPool) -> None:
         """Train the experts a distillation needs with its ``expert_config`` if they are missing."""
-        directory, count, config = model.expert_requirements()
-        found = len(list_experts(directory))
-        if found >= count:
+        if pool.missing() == 0:
             return
-        if not model.hparams.train_missing_experts or config is None:
-            raise TrajectoryNotFoundError(
-                f"{found} of the {count} expert trajectories this run needs are in {directory}. "
-                f"Train them with: {model.expert_command()}"
-            )
+        if not pool.train_missing or pool.config is None:
+            raise pool.not_found_error()
         log.info(
-            "%d of %d experts in %s: training them first (%s)", found, count, directory, config
+            "%d of %d experts in %s: training them first (%s)",
+            pool.found(),
+            pool.count,
+            pool.directory,
+            pool.config,
         )
         data = self.config[self.subcommand]["data"].as_dict()
         LitDistillCLI(
             args=[
                 "fit",
                 "--config",
-                resolve_config(config),
+                resolve_config(pool.config),
                 "--data",
                 json.dumps(data),
-                f"--model.init_args.trajectory_dir={directory}",
-                f"--model.init_args.num_experts={count}",
-                f"--model.init_args.arch={model.hparams.arch}",
-                f"--model.init_args.arch_kwargs={json.dumps(model.hparams.arch_kwargs)}",
+                f"--model.init_args.trajectory_dir={pool.directory}",
+                f"--model.init_args.num_experts={pool.count}",
+                f"--model.init_args.arch={pool.arch}",
+                f"--model.init_args.arch_kwargs={json.dumps(pool.arch_kwargs)}",
             ]
         )

@@ -35,3 +35,7 @@ class SyntheticSetError(LitDistillError, ValueError):
 
 class ConfigNotFoundError(LitDistillError, FileNotFoundError):
     """A ``--config`` value is neither a file nor the name of a shipped config."""
+
+
+class DivergenceError(LitDistillError, FloatingPointError):
+    """A run produced a non-finite loss, gradient or parameter, or a non-positive learned lr."""

@@ -8,8 +8,9 @@ key                meaning
 =================  =========================================================================
 format, version    ``"lit-distill/synthetic"``, ``1``
 images             ``(num_classes * ipc, C, H, W)`` float32 pixels, class-major (class 0's
-                   ``ipc`` images first); in [0, 1] for methods that clamp (TGDD, DM), possibly
-                   slightly outside for trajectory matching, which does not
+                   ``ipc`` images first); in [0, 1] for methods that clamp pixels (TGDD), possibly
+                   outside for methods optimising network inputs (DM, MTT, DATM, ...), whose
+                   images are mapped back to pixels (un-normalised or un-whitened) on export
 labels             ``(num_classes * ipc,)`` int64, the class of each stored image
 label_logits       ``(num_classes * ipc, num_classes)`` float32 learned soft labels (targets are
                    their softmax) or ``None`` for hard labels
@@ -42,7 +43,7 @@ from typing import Any
 import torch
 import torchvision
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from lit_distill.data.images import LabeledImages
@@ -107,15 +108,23 @@ class SyntheticData:
         method: str,
         iteration: int = 0,
         config: dict[str, Any] | None = None,
-        with_lr: bool = True,
+        preprocess: nn.Module | None = None,
     ) -> SyntheticData:
-        """A detached CPU copy of ``synset`` (``with_lr=False``: the method learns no lr)."""
+        """A detached CPU copy of ``synset``, its images as pixels.
+
+        A set optimised in the network's input space is mapped back to pixels with
+        ``preprocess.inverse`` (un-normalised or un-whitened), so every export is in pixel space.
+        The learned lr is kept only when the set learns one.
+        """
+        if synset.space != "pixel" and preprocess is None:
+            raise ValueError("exporting a set stored in input space needs its preprocess")
         logits = synset.label_logits
+        images = synset.images.detach() if synset.space == "pixel" else synset.pixels(preprocess)
         return cls(
-            images=synset.images.detach().float().cpu().clone(),
+            images=images.float().cpu().clone(),
             labels=synset.labels.detach().cpu().clone(),
             label_logits=None if logits is None else logits.detach().float().cpu().clone(),
-            lr=synset.lr.detach().item() if with_lr else None,
+            lr=None if synset.lr is None else synset.lr.detach().item(),
             factor=synset.factor,
             ipc=synset.ipc,
             num_classes=synset.num_classes,

@@ -1,6 +1,7 @@
 """The learnable synthetic set: stored images, labels, multi-formation and initialisation.
 
-Images are kept in pixel space ([0, 1] once clamped), in class-major order: class 0's ``ipc``
+Images are kept in pixel space ([0, 1], clamped) or in the network's input space (normalised or
+ZCA-whitened, never clamped; see :mod:`lit_distill.space`), in class-major order: class 0's ``ipc``
 stored images, then class 1's, and so on. With multi-formation (IDC, used by DANCE and TGDD) one
 stored image holds ``factor x factor`` tiles and decodes into ``factor**2`` training images, so
 the same storage budget yields more, smaller-detail images.
@@ -8,6 +9,7 @@ the same storage budget yields more, smaller-detail images.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -23,6 +25,7 @@ from lit_distill.multiformation import (
     decode_per_class,
     encode_multiformation,
 )
+from lit_distill.space import ImageSpace, check_space, convert
 
 # Default soft labels are one-hot logits times this: softmax then puts at least
 # 1 - (K - 1) * exp(-10) on the class (99.96 % for 10 classes, 99.5 % for 100), i.e. the hard
@@ -43,13 +46,19 @@ def _model_device(classifier: Callable[[Tensor], Tensor], default: torch.device)
 
 
 class SyntheticSet(nn.Module):
-    """The learnable synthetic dataset: images in pixel space, labels, learnable learning rate.
+    """The learnable synthetic dataset: images, labels and, when a method learns one, an lr.
+
+    The set holds exactly what the method learns, and nothing else is a parameter: the images
+    always; the label logits only with ``soft_labels`` (DATM, DPD); the student learning rate
+    only when ``lr`` is given (the trajectory-matching family). Methods put every parameter of
+    the set in an optimiser group (:meth:`learned`).
 
     Attributes:
-        images: parameter (num_classes * ipc, C, H, W), float32 pixels, class-major.
+        images: parameter (num_classes * ipc, C, H, W), float32, class-major, in :attr:`space`.
         label_logits: parameter (num_classes * ipc, num_classes) with ``soft_labels``, else None.
-        lr: scalar parameter, the student learning rate learned by trajectory matching.
+        lr: scalar parameter, the student learning rate (trajectory matching), else None.
         labels: int64 buffer, the class of every stored image.
+        space: ``"pixel"`` or ``"input"`` (see :mod:`lit_distill.space`).
     """
 
     def __init__(
@@ -59,7 +68,8 @@ class SyntheticSet(nn.Module):
         image_shape: Sequence[int],
         factor: int = 1,
         soft_labels: bool = False,
-        lr: float = 0.01,
+        lr: float | None = None,
+        space: ImageSpace = "pixel",
     ) -> None:
         """Create a set of mid-grey images (call :meth:`initialize` before use).
 
@@ -69,7 +79,9 @@ class SyntheticSet(nn.Module):
             image_shape: (C, H, W).
             factor: multi-formation factor; each stored image decodes into ``factor**2``.
             soft_labels: learn one logit vector per stored image (DATM) instead of hard labels.
-            lr: initial student learning rate (trajectory matching's ``lr_teacher``).
+            lr: initial student learning rate (trajectory matching's ``lr_teacher``); None when
+                the method learns no learning rate.
+            space: the space the images are stored (and optimised) in.
         """
         super().__init__()
         if num_classes < 1 or ipc < 1:
@@ -80,9 +92,10 @@ class SyntheticSet(nn.Module):
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
         check_factor(factor, image_shape)
-        if not lr > 0:
-            raise ValueError(f"the learning rate must be positive, got {lr}")
-        self.num_classes, self.ipc, self.factor = num_classes, ipc, factor
+        check_space("space", space)
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"the initial student learning rate must be positive, got {lr}")
+        self.num_classes, self.ipc, self.factor, self.space = num_classes, ipc, factor, space
         self.image_shape = tuple(int(s) for s in image_shape)
         count = num_classes * ipc
         self.images = nn.Parameter(torch.full((count, *self.image_shape), PAD_VALUE))
@@ -92,7 +105,10 @@ class SyntheticSet(nn.Module):
             self.label_logits = nn.Parameter(one_hot)
         else:
             self.register_parameter("label_logits", None)
-        self.lr = nn.Parameter(torch.tensor(float(lr)))
+        if lr is None:
+            self.register_parameter("lr", None)
+        else:
+            self.lr = nn.Parameter(torch.tensor(float(lr)))
 
     @property
     def num_images(self) -> int:
@@ -103,10 +119,16 @@ class SyntheticSet(nn.Module):
     def soft_labels(self) -> bool:
         return self.label_logits is not None
 
+    def learned(self) -> dict[str, nn.Parameter]:
+        """What this set learns, by group name: ``images``, and ``labels`` / ``lr`` if present."""
+        groups = {"images": self.images, "labels": self.label_logits, "lr": self.lr}
+        return {name: p for name, p in groups.items() if p is not None}
+
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, ipc={self.ipc}, image_shape={self.image_shape}, "
-            f"factor={self.factor}, soft_labels={self.soft_labels}"
+            f"factor={self.factor}, soft_labels={self.soft_labels}, "
+            f"learns_lr={self.lr is not None}, space={self.space!r}"
         )
 
     # ------------------------------------------------------------------ initialisation
@@ -117,6 +139,7 @@ class SyntheticSet(nn.Module):
         real: LabeledImages | None = None,
         generator: torch.Generator | None = None,
         classifier: Callable[[Tensor], Tensor] | None = None,
+        preprocess: nn.Module | None = None,
     ) -> None:
         """Set the images (labels are left as they are).
 
@@ -131,12 +154,27 @@ class SyntheticSet(nn.Module):
             classifier: ``pixels (N, C, H, W) in [0, 1] -> logits`` (``"correct"``), called
                 without gradients (put networks in eval mode); it gets the pixels on its
                 parameters' device (this set's device for plain functions).
+            preprocess: pixels -> network input; needed when the set lives in input space
+                (the initial pixels are mapped there).
 
         Raises:
             DatasetFormatError: a class has fewer than ``ipc * factor**2`` real images.
             SyntheticSetError: ``real`` does not match this set, or too few correctly
                 classified images.
         """
+        if self.space == "input" and preprocess is None:
+            raise ValueError("a synthetic set in input space needs preprocess= to initialise")
+        self._initialize_pixels(mode, real, generator, classifier)
+        if self.space == "input":
+            self.images.copy_(convert(self.images, "pixel", "input", preprocess))
+
+    def _initialize_pixels(
+        self,
+        mode: str,
+        real: LabeledImages | None,
+        generator: torch.Generator | None,
+        classifier: Callable[[Tensor], Tensor] | None,
+    ) -> None:
         if mode == "noise":
             device = generator.device if generator is not None else torch.device("cpu")
             noise = torch.randn(self.images.shape, generator=generator, device=device)
@@ -254,5 +292,11 @@ class SyntheticSet(nn.Module):
 
     @torch.no_grad()
     def clamp_(self) -> None:
-        """Put the pixels back into [0, 1] (after an optimiser step)."""
-        self.images.clamp_(0.0, 1.0)
+        """Put pixels back into [0, 1] after an update (images in input space are never
+        clamped: nothing bounds them there)."""
+        if self.space == "pixel":
+            self.images.clamp_(0.0, 1.0)
+
+    def pixels(self, preprocess: nn.Module) -> Tensor:
+        """The stored images as pixels (detached), whatever space they live in."""
+        return convert(self.images.detach(), self.space, "pixel", preprocess)

@@ -57,7 +57,7 @@ def test_config_runs_with_fast_dev_run(name, in_tmp, run_cli):
                 epochs=3, arch=arch, num_classes=num_classes, image_shape=shape, dataset=dataset
             )
             traj.save(expert_path(in_tmp / "experts", i))
-        args += ["--model.init_args.trajectory_dir=experts", "--model.init_args.num_trajectories=2"]
+        args += ["--model.init_args.trajectory_dir=experts", "--model.init_args.num_experts=2"]
     if model in ("TGDDModule", "DMModule"):
         args += ["--model.init_args.ipc=1", "--model.init_args.factor=1"]
         args += ["--model.init_args.real_batch=2"]

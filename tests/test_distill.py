@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_distill.data import DigitsDataModule
 from lit_distill.distill import DMModule, TGDDModule
-from lit_distill.distill.matching import matching_losses, mean_embedding_mmd, sample_stage
+from lit_distill.distill.matching import class_losses, mean_embedding_mmd, sample_stage
 from lit_distill.errors import TrajectoryMismatchError, TrajectoryNotFoundError
 from lit_distill.export import load_synthetic
 from lit_distill.models import build_model
@@ -31,7 +31,7 @@ def write_experts(folder, count=2, **kwargs):
 
 def tgdd(tmp_path, **kwargs) -> TGDDModule:
     folder = write_experts(tmp_path / "experts")
-    options = dict(trajectory_dir=str(folder), num_trajectories=2, ipc=2, iterations=6)
+    options = dict(trajectory_dir=str(folder), num_experts=2, ipc=2, iterations=6)
     settings = {**SMALL, **options, **kwargs}
     return TGDDModule(**FACTS, **settings, export_dir=str(tmp_path))
 
@@ -56,18 +56,16 @@ def test_mmd_is_zero_for_equal_means_and_positive_otherwise():
     assert mean_embedding_mmd(a, a + 1) == pytest.approx(5.0)
 
 
-def test_matching_losses_reach_the_synthetic_pixels_only():
+def test_class_losses_reach_the_synthetic_images_only():
     torch.manual_seed(0)
     net = build_model("convnet3", 3, (1, 8, 8), width=8).requires_grad_(False)
-    real = [torch.rand(6, 1, 8, 8, requires_grad=True) for _ in range(3)]
-    syn = [torch.rand(2, 1, 8, 8, requires_grad=True) for _ in range(3)]
-    mmd, ce = matching_losses(net, net, real, syn, [0, 1, 2], lambda r, s: (r, s), lambda x: x)
+    real = torch.rand(6, 1, 8, 8, requires_grad=True)
+    syn = torch.rand(2, 1, 8, 8, requires_grad=True)
+    mmd, ce = class_losses(net, net, real, syn, 1)
     (mmd + ce).backward()
-    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in syn)
-    assert all(r.grad is None for r in real)  # no gradient through the real side
-    _, no_critic = matching_losses(
-        net, None, real, syn, [0, 1, 2], lambda r, s: (r, s), lambda x: x
-    )
+    assert syn.grad is not None and syn.grad.abs().sum() > 0
+    assert real.grad is None  # no gradient through the real side
+    _, no_critic = class_losses(net, None, real, syn, 1)
     assert no_critic == 0
 
 
@@ -91,10 +89,15 @@ def test_distillation_runs_and_exports(tmp_path, method):
     trainer(tmp_path).fit(model, datamodule=DigitsDataModule())
     assert int(model.iteration) == 6
     assert not torch.equal(before, model.synthetic.images.detach())
-    assert model.synthetic.images.min() >= 0 and model.synthetic.images.max() <= 1
+    images = model.synthetic.images.detach()
     data = load_synthetic(tmp_path / "synthetic_final.pt")
     assert (data.method, data.ipc, data.dataset, data.iteration) == (method, 2, "digits", 6)
-    assert torch.equal(data.images, model.synthetic.images.detach().cpu())
+    if method == "tgdd":  # pixels, clamped to [0, 1]
+        assert model.synthetic.space == "pixel" and images.min() >= 0 and images.max() <= 1
+        assert torch.equal(data.images, images)
+    else:  # DM optimises normalised images, unclamped; the export holds them as pixels
+        assert model.synthetic.space == "input" and images.min() < 0
+        torch.testing.assert_close(model.preprocess(data.images), images)
     assert (tmp_path / "synthetic_final.png").exists()
 
 
@@ -133,12 +136,13 @@ def test_missing_trajectories_name_the_expert_command(tmp_path):
     [
         (dict(dataset="mnist"), "dataset 'mnist', expected 'digits'"),
         (dict(num_classes=100), "100 classes, expected 10"),
-        (dict(arch_kwargs={"width": 16}), "does not match the model"),
+        (dict(arch_kwargs={"width": 16}), "architecture convnet3\\(width=16\\), expected"),
+        (dict(arch_kwargs={"width": 8, "norm": "batch"}), "norm=batch"),
     ],
 )
 def test_mismatched_trajectories_are_refused(tmp_path, mismatch, message):
     folder = write_experts(tmp_path / "other", **mismatch)
-    model = TGDDModule(**FACTS, **SMALL, trajectory_dir=str(folder), num_trajectories=2)
+    model = TGDDModule(**FACTS, **SMALL, trajectory_dir=str(folder), num_experts=2)
     with pytest.raises(TrajectoryMismatchError, match=message):
         trainer(tmp_path).fit(model, datamodule=DigitsDataModule())
 
@@ -149,7 +153,7 @@ def test_convex_trajectories_are_refused_by_tgdd(tmp_path):
         traj = make_trajectory(seed=i)
         traj.params, traj.epochs = traj.params[[0, -1]], [0, traj.num_epochs]
         traj.save(expert_path(folder, i))
-    model = TGDDModule(**FACTS, **SMALL, trajectory_dir=str(folder), num_trajectories=2)
+    model = TGDDModule(**FACTS, **SMALL, trajectory_dir=str(folder), num_experts=2)
     with pytest.raises(TrajectoryMismatchError, match="store=full"):
         trainer(tmp_path).fit(model, datamodule=DigitsDataModule())
 

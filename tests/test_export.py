@@ -59,7 +59,7 @@ def test_round_trip_and_png(tmp_path: Path) -> None:
 def test_hard_labels_without_lr_and_no_grid(tmp_path: Path) -> None:
     synset = SyntheticSet(3, 1, (1, 8, 8))
     data = SyntheticData.from_synthetic_set(
-        synset, class_names=CLASSES, dataset="toy", zca=False, method="dm", with_lr=False
+        synset, class_names=CLASSES, dataset="toy", zca=False, method="dm"
     )
     path = save_synthetic(tmp_path / "s.pt", data, grid=False)
     loaded = load_synthetic(path)

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lit_distill.data import Normalize
 from lit_distill.data.images import LabeledImages
 from lit_distill.errors import DatasetFormatError, SyntheticSetError
 from lit_distill.multiformation import PAD_VALUE, decode_multiformation, encode_multiformation
@@ -87,12 +88,46 @@ def test_shapes_and_class_major_labels() -> None:
     images, targets = synset.decoded()
     assert images.shape == (24, 3, 8, 8)
     assert targets.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    assert synset.lr is None and set(synset.learned()) == {"images"}  # learns images only
+
+
+def test_the_set_learns_what_it_is_given_and_nothing_else() -> None:
+    synset = SyntheticSet(3, 2, (3, 8, 8), soft_labels=True, lr=0.01)
     assert synset.lr.item() == pytest.approx(0.01)
+    learned = synset.learned()
+    assert set(learned) == {"images", "labels", "lr"}
+    assert {id(p) for p in synset.parameters()} == {id(p) for p in learned.values()}
+
+
+def test_input_space_set_initialises_through_preprocess_and_never_clamps() -> None:
+    norm = Normalize([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    real = real_images()
+    pixel = SyntheticSet(3, 2, (3, 8, 8))
+    pixel.initialize("real", real=real, generator=gen(1))
+    synset = SyntheticSet(3, 2, (3, 8, 8), space="input")
+    synset.initialize("real", real=real, generator=gen(1), preprocess=norm)
+    torch.testing.assert_close(synset.images.detach(), norm(pixel.images.detach()))
+    torch.testing.assert_close(synset.pixels(norm), pixel.images.detach())
+    with torch.no_grad():
+        synset.images.mul_(10)
+    before = synset.images.detach().clone()
+    synset.clamp_()
+    assert torch.equal(synset.images, before) and before.abs().max() > 1
+    with pytest.raises(ValueError, match="preprocess"):
+        SyntheticSet(3, 2, (3, 8, 8), space="input").initialize("noise", generator=gen())
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"ipc": 0}, {"factor": 0}, {"factor": 5}, {"num_classes": 0}, {"lr": 0.0}],
+    [
+        {"ipc": 0},
+        {"factor": 0},
+        {"factor": 5},
+        {"num_classes": 0},
+        {"lr": 0.0},
+        {"lr": float("nan")},
+        {"space": "zca"},
+    ],
 )
 def test_invalid_arguments(kwargs: dict) -> None:
     args = {"num_classes": 2, "ipc": 1, "image_shape": (3, 8, 8), **kwargs}
@@ -221,8 +256,8 @@ def test_state_dict_round_trip() -> None:
     synset.initialize_soft_labels(torch.randn(6, 3))
     state = synset.state_dict()
     assert set(state) == {"images", "labels", "label_logits", "lr"}
-    restored = SyntheticSet(3, 2, (3, 8, 8), factor=2, soft_labels=True)
+    restored = SyntheticSet(3, 2, (3, 8, 8), factor=2, soft_labels=True, lr=0.01)
     restored.load_state_dict(state)
     for key, value in restored.state_dict().items():
         assert torch.equal(value, state[key])
-    assert set(SyntheticSet(3, 2, (3, 8, 8)).state_dict()) == {"images", "labels", "lr"}
+    assert set(SyntheticSet(3, 2, (3, 8, 8)).state_dict()) == {"images", "labels"}

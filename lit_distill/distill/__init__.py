@@ -1,7 +1,9 @@
-"""Distillation methods: TGDD and its DM baseline (trajectory matching comes next)."""
+"""Distillation methods: distribution matching (DM, TGDD) and trajectory matching (MTT, DATM)."""
 
 from lit_distill.distill.base import DistillationModule
+from lit_distill.distill.datm import DATMModule
 from lit_distill.distill.dm import DMModule
+from lit_distill.distill.mtt import MTTModule
 from lit_distill.distill.tgdd import TGDDModule
 
-__all__ = ["DMModule", "DistillationModule", "TGDDModule"]
+__all__ = ["DATMModule", "DMModule", "DistillationModule", "MTTModule", "TGDDModule"]

@@ -1,21 +1,28 @@
-"""What every distillation method shares: the synthetic set, its optimiser, the iteration loop,
-TensorBoard images and export."""
+"""What every distillation method shares: the synthetic set and what it learns, the guarded update
+loop, the experts, TensorBoard images and export."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_distill.data import LabeledImages
+from lit_distill.distill.update import StepOutcome, average_gradients, non_finite
+from lit_distill.errors import DivergenceError
+from lit_distill.experts.pool import ExpertPool
 from lit_distill.export import SyntheticData, image_grid, save_synthetic
+from lit_distill.models import build_model
 from lit_distill.seeding import generator
+from lit_distill.space import ImageSpace, check_space
 from lit_distill.synthetic import SyntheticSet
 from lit_distill.task import DataTask
+from lit_distill.trajectory import SnapshotBank
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +34,19 @@ STEP_STREAM = 2
 class DistillationModule(DataTask):
     """Base of the distillation methods: owns the :class:`SyntheticSet` and the outer loop.
 
-    One training step is one distillation iteration; the run ends after ``iterations``. All
-    randomness of iteration ``i`` on rank ``r`` comes from a generator derived from
+    One training step is one distillation iteration; the run ends after ``iterations``. A
+    method's :meth:`distill_step` writes the gradients of the synthetic set (by any backward it
+    likes) and returns a :class:`StepOutcome`; this class averages them over DDP ranks
+    (:func:`average_gradients`), takes one optimiser step and guards it: a non-finite loss,
+    gradient or parameter, or a learned lr that is not positive, stops the run with a
+    :class:`DivergenceError` naming the iteration, after writing the last good set as
+    ``synthetic_last_good.pt`` (the last checkpoint is untouched).
+
+    What is learned is declared, not implied: :meth:`build_synthetic_set` says whether the set
+    has soft labels and a learnable lr, and :meth:`param_groups` puts every parameter the set has
+    in an optimiser group with its own lr and momentum.
+
+    All randomness of iteration ``i`` on rank ``r`` comes from a generator derived from
     ``(seed, r, i)`` and the iteration counter is a buffer, so a run resumed from ``last.ckpt``
     replays exactly the draws of an uninterrupted one.
 
@@ -37,7 +55,11 @@ class DistillationModule(DataTask):
         ipc: stored synthetic images per class.
         factor: multi-formation factor (each stored image decodes into ``factor**2``).
         init: initialisation of the images: random real images, correctly classified real
-            images, or noise.
+            images (needs experts), or noise.
+        image_space: where the images live and are optimised: ``pixel`` ([0, 1], clamped after
+            every update, TGDD) or ``input`` (the network's normalised or ZCA-whitened input,
+            never clamped: DM and trajectory matching, whose image lrs are tuned there).
+            Exports are always pixels.
         lr_images: SGD learning rate of the images.
         momentum_images: SGD momentum of the images.
         iterations: distillation iterations.
@@ -60,6 +82,7 @@ class DistillationModule(DataTask):
         ipc: int = 10,
         factor: int = 1,
         init: Literal["real", "correct", "noise"] = "real",
+        image_space: ImageSpace = "pixel",
         lr_images: float = 0.1,
         momentum_images: float = 0.5,
         iterations: int = 1000,
@@ -71,12 +94,39 @@ class DistillationModule(DataTask):
         super().__init__(num_classes, image_shape, mean, std, dataset)
         # Collects the arguments of subclasses' __init__ too (Lightning walks the init frames).
         self.save_hyperparameters()
+        # The update is written by hand: methods produce gradients in their own ways, and
+        # under DDP they are averaged explicitly (see lit_distill.distill.update).
+        self.automatic_optimization = False
         if iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {iterations}")
-        self.synthetic = SyntheticSet(num_classes, ipc, image_shape, factor=factor)
+        check_space("image_space", image_space)
+        _check_rate("lr_images", lr_images)
+        self.synthetic = self.build_synthetic_set()
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self.real: LabeledImages | None = None
+        self.experts: ExpertPool | None = None  # methods guided by experts set this
+        self.bank: SnapshotBank | None = None
+
+    def build_synthetic_set(self) -> SyntheticSet:
+        """The set this method learns: images only (methods add soft labels or an lr)."""
+        hp = self.hparams
+        return SyntheticSet(
+            self.num_classes, hp.ipc, self.image_shape, factor=hp.factor, space=hp.image_space
+        )
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """One SGD group per thing the synthetic set learns, named for logging."""
+        hp = self.hparams
+        images = self.synthetic.images
+        return [{"params": [images], "name": "images", "lr": hp.lr_images,
+                 "momentum": hp.momentum_images}]  # fmt: skip
+
+    def build_network(self) -> nn.Module:
+        """A network of the method's architecture (``arch``/``arch_kwargs`` hyper-parameters)."""
+        hp = self.hparams
+        net = build_model(hp.arch, self.num_classes, self.image_shape, **(hp.arch_kwargs or {}))
+        return net.requires_grad_(False)
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -85,26 +135,58 @@ class DistillationModule(DataTask):
         self.prepare(stage)
         if stage == "fit" and not bool(self.initialized):
             # A resumed run overwrites this with the checkpoint's set right after setup().
-            self.synthetic.initialize(
-                self.hparams.init,
-                real=self.datamodule.train_set,
-                generator=generator(self.hparams.seed, INIT_STREAM),
-                classifier=self.init_classifier(),
-            )
+            self.initialize_synthetic()
             self.initialized.fill_(True)
 
+    def initialize_synthetic(self) -> None:
+        """Set the initial images (methods with soft labels also set the labels)."""
+        self.synthetic.initialize(
+            self.hparams.init,
+            real=self.datamodule.train_set,
+            generator=generator(self.hparams.seed, INIT_STREAM),
+            classifier=self.init_classifier(),
+            preprocess=self.preprocess,
+        )
+
     def prepare(self, stage: str) -> None:
-        """Load what the method needs besides the data (e.g. expert trajectories)."""
+        """Open the experts, once, when the method has some (lazily: see SnapshotBank)."""
+        if self.experts is not None and self.bank is None:
+            self.bank = self.experts.load(
+                self.build_network(),
+                dataset=self.dataset_name,
+                num_classes=self.num_classes,
+                image_shape=self.image_shape,
+                zca=self.zca,
+                **self.expert_needs(),
+            )
+
+    def expert_needs(self) -> dict[str, Any]:
+        """What the method needs of its experts (see :meth:`ExpertPool.load`)."""
+        return {}
 
     def init_classifier(self):
-        """A network for ``init="correct"`` (methods with experts override this)."""
-        if self.hparams.init == "correct":
+        """For ``init="correct"``: the first expert's final snapshot, on pixels (DATM uses the
+        final snapshot, ``Label_Model_Timestamp = -1``)."""
+        if self.hparams.init != "correct":
+            return None
+        if self.bank is None:
             raise ValueError(f"init='correct' needs expert networks, which {self.method} has none")
-        return None
+        device = self.setup_device()
+        net = self.build_network().to(device).eval()
+        self.bank.load_into(net, 0, self.bank.num_snapshots - 1)
+        preprocess = copy.deepcopy(self.preprocess).to(device)
+        return lambda pixels: net(preprocess(pixels.to(device)))
+
+    def setup_device(self) -> torch.device:
+        """The device the run will use (set-up work runs there before the module moves)."""
+        trainer = self._trainer
+        return trainer.strategy.root_device if trainer is not None else self.device
 
     def on_fit_start(self) -> None:
         train = self.datamodule.train_set
         self.real = train.to(self.device) if self.hparams.real_on_device else train
+        if self.bank is not None:
+            self.bank.to(self.device)
 
     def train_dataloader(self) -> range:
         # The real data is sampled class by class inside the step: the loop only needs one
@@ -117,28 +199,74 @@ class DistillationModule(DataTask):
 
     # ------------------------------------------------------------------ the loop
     def configure_optimizers(self):
-        # Named groups: their learning rates are logged as train/lr_<name>.
-        images = {"params": [self.synthetic.images], "name": "images"}
-        return torch.optim.SGD(
-            [images], lr=self.hparams.lr_images, momentum=self.hparams.momentum_images
-        )
+        groups = self.param_groups()
+        _check_groups(self, groups)
+        return torch.optim.SGD(groups, lr=groups[0]["lr"])
 
-    def training_step(self, batch: int, batch_idx: int) -> Tensor | None:
-        loss = self.distill_step(self.step_generator())
+    def training_step(self, batch: int, batch_idx: int) -> Tensor:
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        outcome = self.distill_step(self.step_generator())
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        agreed = average_gradients(params, outcome, self.trainer.world_size)
+        if not agreed.finite:
+            self._diverged(f"the loss or a gradient is not finite ({float(outcome.loss)})")
+        before = {name: p.detach().clone() for name, p in self.synthetic.learned().items()}
+        self._step(optimizer)
+        self.synthetic.clamp_()  # pixel space only (before any checkpoint is written)
+        self._check_update(before)
+        self.log_dict({**outcome.logs, "train/loss": outcome.loss}, prog_bar=True)
+        self.log("train/updated", float(agreed.contributors > 0))
         # Advanced here, not in on_train_batch_end: checkpoint callbacks save before that hook.
         self.iteration += 1
-        return loss
+        return outcome.loss
 
-    def distill_step(self, rng: torch.Generator) -> Tensor | None:
-        """One iteration of the method: the loss to minimise (``None`` skips the update)."""
+    def distill_step(self, rng: torch.Generator) -> StepOutcome:
+        """One iteration of the method: write the synthetic set's gradients, return the loss."""
         raise NotImplementedError
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        self.synthetic.clamp_()  # pixels stay in [0, 1] (before any checkpoint is written)
+    def _step(self, optimizer) -> None:
+        """The optimiser step, through Lightning (step counting, precision plugin).
+
+        The gradients were not produced by ``manual_backward``: with a gradient scaler
+        (``16-mixed``) they are put at the scaler's scale first, so that its unscaling gives
+        them back unchanged.
+        """
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            scale = scaler.get_scale()
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(scale)
+        optimizer.step()
+
+    def _check_update(self, before: dict[str, Tensor]) -> None:
+        """Stop if the update left a non-finite value or a learned lr that is not positive."""
+        learned = {name: p.detach() for name, p in self.synthetic.learned().items()}
+        bad = non_finite(learned)
+        lr = learned.get("lr")
+        if lr is not None and not bad and float(lr) <= 0:
+            bad = [f"lr ({float(lr):.3g} <= 0)"]
+        if bad:
+            with torch.no_grad():
+                for name, p in self.synthetic.learned().items():
+                    p.copy_(before[name])
+            self._diverged(f"the update made {', '.join(bad)} invalid")
+
+    def _diverged(self, what: str) -> None:
+        step = int(self.iteration)
+        path = self.export("last_good") if self.trainer.is_global_zero else None
+        rates = ", ".join(f"{g['name']} lr {g['lr']:g}" for g in self.optimizers().param_groups)
+        raise DivergenceError(
+            f"iteration {step}: {what}. The set before this iteration is in {path}; the last "
+            f"checkpoint is unchanged. Lower the learning rates ({rates}: "
+            "--model.init_args.lr_images ...) or check the data and experts, then resume "
+            "from the last checkpoint."
+        )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        for group in self.optimizers().optimizer.param_groups:
+        for group in self.optimizers().param_groups:
             self.log(f"train/lr_{group.get('name', 'group')}", group["lr"])
         step = int(self.iteration)
         every = self.hparams.image_every
@@ -158,7 +286,7 @@ class DistillationModule(DataTask):
 
     # ------------------------------------------------------------------ outputs
     def synthetic_data(self) -> SyntheticData:
-        """The current synthetic set as a detached CPU export object."""
+        """The current synthetic set as a detached CPU export object (images as pixels)."""
         dm = self.datamodule
         return SyntheticData.from_synthetic_set(
             self.synthetic,
@@ -168,7 +296,7 @@ class DistillationModule(DataTask):
             method=self.method,
             iteration=int(self.iteration),
             config=_plain(dict(self.hparams)),
-            with_lr=False,
+            preprocess=self.preprocess,
         )
 
     def export(self, tag: str) -> Path:
@@ -178,12 +306,29 @@ class DistillationModule(DataTask):
 
     @torch.no_grad()
     def log_images(self, step: int) -> None:
-        """A grid of the stored images, one row per class (TensorBoard)."""
+        """A grid of the stored images as pixels, one row per class (TensorBoard)."""
         experiment = getattr(self.logger, "experiment", None)
         if experiment is None or not hasattr(experiment, "add_image"):
             return
-        images = self.synthetic.images.detach().clamp(0, 1).cpu()
+        images = self.synthetic.pixels(self.preprocess).clamp(0, 1).cpu()
         experiment.add_image("synthetic/images", image_grid(images, self.hparams.ipc), step)
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and value == value and 0 < value < float("inf")):
+        raise ValueError(f"{name} must be a positive, finite learning rate, got {value}")
+
+
+def _check_groups(module: nn.Module, groups: list[dict[str, Any]]) -> None:
+    """Every trainable parameter of ``module`` is in exactly one group (no silent freeze, and
+    nothing DDP would find unused)."""
+    grouped = [id(p) for g in groups for p in g["params"]]
+    trainable = {id(p): n for n, p in module.named_parameters() if p.requires_grad}
+    left_out = sorted(n for i, n in trainable.items() if i not in grouped)
+    if left_out or len(grouped) != len(set(grouped)):
+        raise RuntimeError(f"parameters outside the optimiser groups or in two: {left_out}")
+    for group in groups:
+        _check_rate(f"the learning rate of {group.get('name', 'a group')}", group["lr"])
 
 
 def _plain(value: Any) -> Any:

@@ -10,13 +10,18 @@ from torch import Tensor, nn
 
 from lit_distill.augment import DSA
 from lit_distill.distill.base import DistillationModule
-from lit_distill.distill.matching import matching_losses
-from lit_distill.models import build_model
+from lit_distill.distill.matching import class_losses
+from lit_distill.distill.update import StepOutcome
+from lit_distill.space import ImageSpace, check_space, network_inputs
 
 
 class DMModule(DistillationModule):
-    """Distribution matching (Zhao & Bilen, 2023): match per-class mean features of real and
-    synthetic images under a randomly initialised network, a new one every iteration.
+    """Distribution matching (Zhao & Bilen, WACV 2023): match per-class mean features of real
+    and synthetic images under a randomly initialised network, a new one every iteration.
+
+    The loss is summed over classes and one optimiser step is taken per iteration, but the
+    backward runs class by class (gradients accumulate), so peak memory is that of one class's
+    graph, whatever the number of classes and IPC.
 
     Args:
         num_classes, image_shape, mean, std, dataset: data facts (linked from the datamodule).
@@ -24,9 +29,12 @@ class DMModule(DistillationModule):
         arch_kwargs: its options.
         augment: DSA strategy applied siamese-wise to each class's real and synthetic batch.
         augment_mode: DSA flavour (``idc``: flip/color/cutout always plus one geometric op).
+        augment_space: where DSA runs: ``input`` (after normalisation, as every reference
+            does) or ``pixel``.
         real_batch: real images per class and iteration.
         syn_batch: at most this many decoded synthetic images per class and iteration
             (``None``: all of them).
+        image_space: DM optimises the normalised images themselves, unclamped (``input``).
         **kwargs: the :class:`DistillationModule` arguments (ipc, factor, init, lr_images,
             momentum_images, iterations, image_every, export_dir, real_on_device, seed).
     """
@@ -44,11 +52,20 @@ class DMModule(DistillationModule):
         arch_kwargs: dict[str, Any] | None = None,
         augment: str = "color_crop_cutout",
         augment_mode: Literal["single", "all", "idc"] = "idc",
+        augment_space: ImageSpace = "input",
         real_batch: int = 128,
         syn_batch: int | None = None,
+        image_space: ImageSpace = "input",
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes, image_shape, mean, std, dataset, **kwargs)
+        super().__init__(
+            num_classes, image_shape, mean, std, dataset, image_space=image_space, **kwargs
+        )
+        check_space("augment_space", augment_space)
+        if real_batch < 1 or (syn_batch is not None and syn_batch < 1):
+            raise ValueError(
+                f"real_batch and syn_batch must be positive, got {real_batch}, {syn_batch}"
+            )
         self.augment = DSA(augment, mode=augment_mode)
         # Working networks: snapshots or fresh weights are copied into them each iteration.
         # Kept out of the module's children so they are neither checkpointed nor DDP-wrapped.
@@ -58,15 +75,6 @@ class DMModule(DistillationModule):
     def alpha(self) -> float:
         """Weight of the distribution constraint (none in DM)."""
         return 0.0
-
-    def build_network(self) -> nn.Module:
-        net = build_model(
-            self.hparams.arch,
-            self.num_classes,
-            self.image_shape,
-            **(self.hparams.arch_kwargs or {}),
-        )
-        return net.requires_grad_(False)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
@@ -88,32 +96,31 @@ class DMModule(DistillationModule):
         extractor.load_state_dict(template.state_dict())
         return extractor, None
 
-    def class_batches(self, rng: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
-        """Real and (decoded) synthetic pixel batches of every class for this iteration."""
-        real, synthetic = [], []
-        for c in range(self.num_classes):
-            real.append(self.real.sample(c, self.hparams.real_batch, rng).to(self.device))
-            syn = self.synthetic.class_images(c)
-            limit = self.hparams.syn_batch
-            if limit is not None and syn.shape[0] > limit:
-                syn = syn[torch.randperm(syn.shape[0], generator=rng)[:limit].to(syn.device)]
-            synthetic.append(syn)
-        return real, synthetic
+    def synthetic_batch(self, c: int, rng: torch.Generator) -> Tensor:
+        """The decoded synthetic images of class ``c`` (at most ``syn_batch``, differentiable)."""
+        syn = self.synthetic.class_images(c)
+        limit = self.hparams.syn_batch
+        if limit is not None and syn.shape[0] > limit:
+            syn = syn[torch.randperm(syn.shape[0], generator=rng)[:limit].to(syn.device)]
+        return syn
 
-    def distill_step(self, rng: torch.Generator) -> Tensor:
+    def distill_step(self, rng: torch.Generator) -> StepOutcome:
         extractor, critic = self.pick_networks(rng)
-        real, synthetic = self.class_batches(rng)
-        mmd, ce = matching_losses(
-            extractor,
-            critic if self.alpha > 0 else None,
-            real,
-            synthetic,
-            range(self.num_classes),
-            augment=lambda r, s: self.augment(r, s, generator=rng),
-            preprocess=self.preprocess,
-        )
-        loss = mmd + self.alpha * ce
-        self.log_dict({"train/mmd": mmd, "train/loss": loss}, prog_bar=True)
+        critic = critic if self.alpha > 0 else None
+        totals = torch.zeros(2, device=self.device)
+        for c in range(self.num_classes):
+            real = self.real.sample(c, self.hparams.real_batch, rng).to(self.device)
+            real, syn = network_inputs(
+                [(real, "pixel"), (self.synthetic_batch(c, rng), self.synthetic.space)],
+                self.preprocess,
+                augment=lambda *x: self.augment(*x, generator=rng),
+                augment_space=self.hparams.augment_space,
+            )
+            mmd, ce = class_losses(extractor, critic, real, syn, c)
+            (mmd + self.alpha * ce).backward()  # one class's graph at a time
+            totals += torch.stack([mmd.detach(), ce.detach()])
+        mmd, ce = totals
+        logs = {"train/mmd": mmd}
         if self.alpha > 0:
-            self.log("train/constraint", ce)
-        return loss
+            logs["train/constraint"] = ce
+        return StepOutcome(mmd + self.alpha * ce, logs=logs)

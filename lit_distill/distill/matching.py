@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,44 +14,33 @@ def mean_embedding_mmd(real_features: Tensor, syn_features: Tensor) -> Tensor:
     return (real_features.mean(0) - syn_features.mean(0)).pow(2).sum()
 
 
-def matching_losses(
+def class_losses(
     extractor: nn.Module,
     critic: nn.Module | None,
-    real: Sequence[Tensor],
-    synthetic: Sequence[Tensor],
-    classes: Sequence[int],
-    augment: Callable[..., tuple[Tensor, Tensor]],
-    preprocess: Callable[[Tensor], Tensor],
+    real: Tensor,
+    synthetic: Tensor,
+    label: int,
 ) -> tuple[Tensor, Tensor]:
-    """Per-class distribution matching and distribution constraint, summed over classes.
+    """Distribution matching and distribution constraint of one class.
 
-    For each class ``c`` the real batch ``real[i]`` and the synthetic batch ``synthetic[i]``
-    (pixels) go through the same siamese augmentation; then
-
-    * ``mmd = sum_c || mean extractor.embed(real_c) - mean extractor.embed(syn_c) ||^2``
-      (the real side carries no gradient), and
-    * ``ce = sum_c CE(critic(syn_c), c)`` (TGDD's stage-wise distribution constraint; zero
+    * ``mmd = || mean extractor.embed(real) - mean extractor.embed(synthetic) ||^2`` (the real
+      side carries no gradient), and
+    * ``ce = CE(critic(synthetic), label)`` (TGDD's stage-wise distribution constraint; zero
       without a critic).
 
     Args:
         extractor: network whose penultimate features are matched (``embed``).
         critic: network that classifies the synthetic images, or ``None``.
-        real, synthetic: pixel batches, one per class of ``classes``.
-        classes: the class of each pair of batches.
-        augment: ``augment(real, syn) -> (real, syn)`` with shared random parameters.
-        preprocess: pixels -> network input.
+        real, synthetic: network inputs of the class (already augmented, siamese-wise).
+        label: the class.
     """
-    mmd = ce = torch.zeros((), device=synthetic[0].device)
-    for c, real_c, syn_c in zip(classes, real, synthetic, strict=True):
-        real_c, syn_c = augment(real_c, syn_c)
-        with torch.no_grad():
-            real_features = extractor.embed(preprocess(real_c))
-        syn_input = preprocess(syn_c)
-        mmd = mmd + mean_embedding_mmd(real_features, extractor.embed(syn_input))
-        if critic is not None:
-            targets = torch.full((syn_c.shape[0],), c, device=syn_c.device, dtype=torch.long)
-            ce = ce + F.cross_entropy(critic(syn_input), targets)
-    return mmd, ce
+    with torch.no_grad():
+        real_features = extractor.embed(real)
+    mmd = mean_embedding_mmd(real_features, extractor.embed(synthetic))
+    if critic is None:
+        return mmd, torch.zeros((), device=synthetic.device)
+    targets = torch.full((synthetic.shape[0],), label, device=synthetic.device, dtype=torch.long)
+    return mmd, F.cross_entropy(critic(synthetic), targets)
 
 
 @dataclass(frozen=True)

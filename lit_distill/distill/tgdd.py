@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,10 +10,8 @@ from torch import nn
 
 from lit_distill.distill.dm import DMModule
 from lit_distill.distill.matching import sample_stage
-from lit_distill.errors import TrajectoryMismatchError
-from lit_distill.trajectory import SnapshotBank, list_experts, load_trajectories
-
-log = logging.getLogger(__name__)
+from lit_distill.experts.pool import ExpertPool
+from lit_distill.space import ImageSpace
 
 
 class TGDDModule(DMModule):
@@ -24,18 +20,19 @@ class TGDDModule(DMModule):
     Each iteration draws a trajectory and a stage ``s`` uniformly in ``[0, M]``: snapshot
     ``s`` is the feature extractor (stage-wise distribution matching). A second snapshot from
     the expert region ``[s, s + L - 1]`` classifies the synthetic images, and its cross-entropy,
-    weighted by ``alpha``, is added (stage-wise distribution constraint).
-    All snapshots are loaded into memory once (on the accelerator) when the run starts.
+    weighted by ``alpha``, is added (stage-wise distribution constraint). The experts are read
+    lazily: each iteration copies its two snapshots to the device.
 
     Args:
         num_classes, image_shape, mean, std, dataset: data facts (linked from the datamodule).
         trajectory_dir: folder of the expert trajectories (``expert_000.pt``, ...).
-        num_trajectories: how many experts to use (TGDD: 5).
-        expert_region: length ``L`` of the expert region (TGDD: 7).
-        alpha: weight of the distribution constraint (TGDD: 2.5 for IPC 1/10, 0.5 for IPC 50).
+        num_experts: how many experts to use (TGDD: 5).
         expert_config: config that trains the experts when they are missing (a shipped name
             or a path); ``lit-distill fit`` runs it first unless ``train_missing_experts`` is off.
         train_missing_experts: train missing experts before distilling (else: a clear error).
+        expert_region: length ``L`` of the expert region (TGDD: 7).
+        alpha: weight of the distribution constraint (TGDD: 2.5 for IPC 1/10, 0.5 for IPC 50).
+        image_space: TGDD optimises pixels in [0, 1], clamped (``pixel``).
         **kwargs: the :class:`DMModule` and :class:`DistillationModule` arguments.
     """
 
@@ -49,82 +46,40 @@ class TGDDModule(DMModule):
         std: Sequence[float],
         dataset: str,
         trajectory_dir: str = "runs/experts",
-        num_trajectories: int = 5,
-        expert_region: int = 7,
-        alpha: float = 2.5,
+        num_experts: int = 5,
         expert_config: str | None = None,
         train_missing_experts: bool = True,
+        expert_region: int = 7,
+        alpha: float = 2.5,
+        image_space: ImageSpace = "pixel",
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes, image_shape, mean, std, dataset, **kwargs)
-        if alpha < 0:
+        super().__init__(
+            num_classes, image_shape, mean, std, dataset, image_space=image_space, **kwargs
+        )
+        if not alpha >= 0:
             raise ValueError(
                 f"alpha weighs the distribution constraint and must be >= 0, got {alpha}"
             )
-        if num_trajectories < 1 or expert_region < 1:
-            raise ValueError("num_trajectories and expert_region must be at least 1")
+        if expert_region < 1:
+            raise ValueError(f"expert_region must be at least 1, got {expert_region}")
+        hp = self.hparams
+        self.experts = ExpertPool(
+            trajectory_dir, num_experts, expert_config, train_missing_experts, hp.arch,
+            hp.arch_kwargs,
+        )  # fmt: skip
         self._nets["critic"] = self.build_network()
-        self.bank: SnapshotBank | None = None
 
     @property
     def alpha(self) -> float:
         return self.hparams.alpha
 
-    # ------------------------------------------------------------------ experts
-    def expert_requirements(self) -> tuple[Path, int, str | None]:
-        """Where the experts must be, how many, and the config that trains them."""
-        hp = self.hparams
-        return Path(hp.trajectory_dir), hp.num_trajectories, hp.expert_config
+    def expert_needs(self) -> dict[str, Any]:
+        return {"every_epoch": True}
 
-    def expert_command(self) -> str:
-        directory, count, config = self.expert_requirements()
-        config = config or "<an experts config: see `lit-distill configs`>"
-        return (
-            f"lit-distill fit --config {config} --model.init_args.trajectory_dir {directory} "
-            f"--model.init_args.num_experts {count}"
-        )
-
-    def prepare(self, stage: str) -> None:
-        """Load and check the trajectories, once (they are kept as a snapshot bank)."""
-        if self.bank is not None:
-            return
-        directory, count, _ = self.expert_requirements()
-        fix = self.expert_command()
-        trajectories = load_trajectories(directory, count, fix=fix)
-        for traj, path in zip(trajectories, list_experts(directory), strict=False):
-            traj.check_compatible(
-                self._nets["extractor"],
-                dataset=self.dataset_name,
-                num_classes=self.num_classes,
-                image_shape=self.image_shape,
-                zca=self.zca,
-                source=str(path),
-                fix=f"Train matching experts with: {fix}",
-            )
-        epochs = trajectories[0].epochs
-        if epochs != list(range(trajectories[0].num_epochs + 1)):
-            raise TrajectoryMismatchError(
-                f"TGDD samples every epoch, but the trajectories in {directory} keep epochs "
-                f"{epochs} (store=convex); train them with store=full: {fix}"
-            )
-        self.bank = SnapshotBank(trajectories)
-        log.info("TGDD: %d trajectories of %d epochs in memory", count, len(epochs) - 1)
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        self.bank = self.bank.to(self.device)
-
-    def init_classifier(self):
-        """For ``init="correct"``: the final snapshot of the first expert."""
-        if self.hparams.init != "correct":
-            return None
-        net = self.bank.load_into(self.build_network(), 0, self.bank.num_snapshots - 1).eval()
-        return lambda pixels: net(self.preprocess(pixels))
-
-    # ------------------------------------------------------------------ the step
     def pick_networks(self, rng: torch.Generator) -> tuple[nn.Module, nn.Module | None]:
         pick = sample_stage(
-            self.bank.num_trajectories, self.bank.num_snapshots - 1, self.hparams.expert_region, rng
+            self.bank.num_trajectories, self.bank.num_epochs, self.hparams.expert_region, rng
         )
         self.log_dict(
             {"train/stage": float(pick.stage), "train/constraint_epoch": float(pick.constraint)}

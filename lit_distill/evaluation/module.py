@@ -19,6 +19,7 @@ from lit_distill.evaluation.evaluator import (
 )
 from lit_distill.evaluation.protocols import ProtocolName, Selection, SoftLabels
 from lit_distill.export import SyntheticData, load_synthetic
+from lit_distill.space import ImageSpace
 from lit_distill.task import DataTask
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,11 @@ class EvaluationModule(DataTask):
         baseline: also evaluate ``ipc`` random real images per class through the same protocol.
         archs: networks to train (cross-architecture evaluation with several).
         arch_kwargs: options given to every architecture, e.g. ``{"width": 64}``.
-        protocol: evaluation preset: ``mtt``, ``tgdd``, ``dm`` or ``short`` (not comparable to
-            published numbers; see ``lit_distill.evaluation.protocols``).
+        protocol: evaluation preset: ``mtt``, ``datm``, ``tgdd``, ``dm`` or ``short`` (not
+            comparable to published numbers; see ``lit_distill.evaluation.protocols``).
         epochs, batch_size, lr, momentum, weight_decay, milestones, gamma, augment,
-            cutmix_prob, select, eval_every, soft_labels: overrides of the protocol's fields
+            augment_space, cutmix_prob, select, eval_every, soft_labels: overrides of the
+            protocol's fields
             (``None`` keeps the preset's value; the protocol is then reported as ``name*``).
         num_runs: networks per set and architecture.
         seed: base seed of the runs and of the baseline subset.
@@ -76,6 +78,7 @@ class EvaluationModule(DataTask):
         milestones: list[float] | None = None,
         gamma: float | None = None,
         augment: str | None = None,
+        augment_space: ImageSpace | None = None,
         cutmix_prob: float | None = None,
         select: Selection | None = None,
         eval_every: int | None = None,
@@ -87,7 +90,8 @@ class EvaluationModule(DataTask):
         self.save_hyperparameters()
         overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum)
         overrides.update(weight_decay=weight_decay, milestones=milestones, gamma=gamma)
-        overrides.update(augment=augment, cutmix_prob=cutmix_prob, select=select)
+        overrides.update(augment=augment, augment_space=augment_space, cutmix_prob=cutmix_prob)
+        overrides.update(select=select)
         overrides.update(eval_every=eval_every, soft_labels=soft_labels)
         self.evaluators = [
             SyntheticEvaluator(arch, arch_kwargs, protocol, num_runs, seed, **overrides)

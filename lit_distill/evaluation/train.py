@@ -38,7 +38,7 @@ def train_on_synthetic(
 
     Args:
         net: a freshly initialised network, moved to the images' device.
-        images: training images (N, C, H, W), float pixels in [0, 1].
+        images: training images (N, C, H, W), float pixels.
         targets: int64 labels (N,), or label logits (N, num_classes) for soft labels.
         protocol: epochs, optimiser, augmentation (see :class:`EvalProtocol`).
         preprocess: pixels -> network input (normalisation or ZCA); never trained.
@@ -50,6 +50,9 @@ def train_on_synthetic(
     # Inference tensors (made under a Lightning test loop) cannot be saved for backward.
     with torch.inference_mode(False), torch.enable_grad():
         images, targets = images.detach().clone(), _training_targets(targets, protocol)
+        if protocol.augment_space == "input":  # augment network inputs: map them once
+            with torch.no_grad():
+                images = preprocess(images)
         net.to(images.device).train()
         optimizer, scheduler = _sgd(net, protocol, lr)
         augment = DSA(protocol.augment, mode=protocol.augment_mode, per_sample=protocol.per_sample)
@@ -106,7 +109,8 @@ def _loss(
     protocol: EvalProtocol,
     generator: torch.Generator,
 ) -> Tensor:
-    """Augment a batch (DSA, then CutMix), forward it, and return the (mixed) loss."""
+    """Augment a batch (DSA, then CutMix) in the protocol's space, forward it, and return the
+    (mixed) loss. In ``input`` space the images are already network inputs."""
     lam, targets_b = 1.0, targets
     with torch.no_grad():  # the images are constants here: no graph through the pipeline
         images = augment(images, generator=generator)
@@ -114,7 +118,7 @@ def _loss(
             images, targets, targets_b, lam = cutmix(
                 images, targets, generator, protocol.cutmix_beta, protocol.cutmix_prob
             )
-        inputs = preprocess(images)
+        inputs = preprocess(images) if protocol.augment_space == "pixel" else images
     logits = net(inputs)
     loss = _cross_entropy(logits, targets)
     if lam < 1.0:  # CutMix pasted a box: the loss mixes both targets by area

@@ -17,6 +17,7 @@ from lit_distill.augment import DSA, cutmix
 from lit_distill.experts.recipes import RecipeName, resolve_recipe
 from lit_distill.models import build_model
 from lit_distill.seeding import derive_seed, generator
+from lit_distill.space import ImageSpace, convert
 from lit_distill.task import DataTask
 from lit_distill.trajectory import TrajectoryCallback, expert_path
 
@@ -33,8 +34,9 @@ class ExpertModule(DataTask):
         arch: registered architecture (see ``lit_distill.models.available_models``).
         arch_kwargs: its options, e.g. ``{"width": 32}``.
         recipe: ``mtt``, ``datm`` or ``tgdd`` (see ``lit_distill.experts.recipes``).
-        epochs, batch_size, lr, momentum, weight_decay, milestones, gamma, augment, cutmix_prob:
-            overrides of the recipe's fields (``None`` keeps the recipe's value).
+        epochs, batch_size, lr, momentum, weight_decay, milestones, gamma, augment,
+            augment_space, cutmix_prob: overrides of the recipe's fields (``None`` keeps the
+            recipe's value).
         num_experts: how many experts (trajectories) to train.
         trajectory_dir: folder of the trajectory files (``expert_000.pt``, ...).
         store: ``full`` keeps every epoch; ``convex`` only the first and last (MCT).
@@ -60,6 +62,7 @@ class ExpertModule(DataTask):
         milestones: list[float] | None = None,
         gamma: float | None = None,
         augment: str | None = None,
+        augment_space: ImageSpace | None = None,
         cutmix_prob: float | None = None,
         num_experts: int = 1,
         trajectory_dir: str = "runs/experts",
@@ -81,6 +84,7 @@ class ExpertModule(DataTask):
             milestones=milestones,
             gamma=gamma,
             augment=augment,
+            augment_space=augment_space,
             cutmix_prob=cutmix_prob,
         )
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
@@ -141,11 +145,13 @@ class ExpertModule(DataTask):
         images, labels = batch
         # One random stream per (expert, rank, step): resumable and independent across ranks.
         rng = generator(self.hparams.seed, self.expert_index, self.global_rank, self.global_step)
+        space = self.recipe.augment_space
+        images = convert(images, "pixel", space, self.preprocess)
         images = self.augment(images, generator=rng)
         images, labels_a, labels_b, lam = cutmix(
             images, labels, generator=rng, prob=self.recipe.cutmix_prob
         )
-        logits = self(images)
+        logits = self.net(convert(images, space, "input", self.preprocess))
         loss = F.cross_entropy(logits, labels_a)
         if lam < 1:  # CutMix pasted a box: the loss mixes both labels by area
             loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels_b)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from lit_distill.presets import override, pick
+from lit_distill.space import ImageSpace
 
 RecipeName = Literal["mtt", "datm", "tgdd"]
 
@@ -27,6 +28,8 @@ class ExpertRecipe:
         gamma: lr decay factor at each milestone.
         augment: DSA strategy applied to every batch ("" for none).
         augment_mode: DSA flavour: "single" (one op per batch, MTT) or "all" (every op).
+        augment_space: where DSA and CutMix run: "input" (after normalisation/ZCA, as the
+            MTT and TGDD code do) or "pixel".
         cutmix_prob: probability of CutMix per batch (0 disables it).
     """
 
@@ -39,6 +42,7 @@ class ExpertRecipe:
     gamma: float = 1.0
     augment: str = ""
     augment_mode: Literal["single", "all", "idc"] = "single"
+    augment_space: ImageSpace = "input"
     cutmix_prob: float = 0.0
 
     def milestone_epochs(self) -> list[int]:

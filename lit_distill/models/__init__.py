@@ -8,7 +8,12 @@ never depend on parameter order.
 
 from lit_distill.models.alexnet import AlexNet
 from lit_distill.models.convnet import ConvNet, FeatureClassifier
-from lit_distill.models.registry import available_models, build_model, register_model
+from lit_distill.models.registry import (
+    available_models,
+    build_model,
+    model_options,
+    register_model,
+)
 from lit_distill.models.resnet import ResNet
 from lit_distill.models.vgg import VGG11
 
@@ -20,5 +25,6 @@ __all__ = [
     "VGG11",
     "available_models",
     "build_model",
+    "model_options",
     "register_model",
 ]

@@ -85,6 +85,31 @@ def build_model(
     return model_class(num_classes, tuple(image_shape), **{**defaults, **arch_kwargs})
 
 
+def model_options(arch: str, **arch_kwargs: Any) -> dict[str, Any]:
+    """Every option the network ``arch`` is built with: its class and all its keyword values.
+
+    Two (name, kwargs) pairs describe the same network exactly when these agree, e.g.
+    ``convnet`` and ``convnet3`` with the default depth, but not ``convnet`` (instance norm)
+    and ``convnet_bn`` (batch norm), even though their parameter shapes agree.
+
+    Raises:
+        ValueError: unknown ``arch``.
+    """
+    if arch not in _MODELS:
+        raise ValueError(f"unknown arch {arch!r}; available: {available_models()}")
+    model_class, defaults = _MODELS[arch]
+    signature = inspect.signature(model_class).parameters
+    options = {
+        name: p.default
+        for name, p in signature.items()
+        if name not in _REQUIRED and p.default is not inspect.Parameter.empty
+    }
+    options.update(defaults)
+    options.update(arch_kwargs)
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+    return {"class": model_class.__name__, **options}
+
+
 def _check_options(arch: str, model_class: type[nn.Module], options: dict[str, Any]) -> None:
     """Raise a TypeError naming every option that ``model_class`` does not accept."""
     accepted = [name for name in inspect.signature(model_class).parameters if name not in _REQUIRED]

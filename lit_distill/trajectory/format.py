@@ -27,6 +27,8 @@ checksum           CRC32 of the raw bytes of ``params`` (and ``buffers``): detec
 
 Files are written atomically (temporary file, fsync, rename): a crash never leaves a truncated
 file under the final name. Reading uses ``torch.load(weights_only=True)``: no code is executed.
+It memory-maps the file (``mmap=True``): a folder of experts is never read into memory whole,
+only the snapshots a distillation iteration uses are copied out (and to the accelerator).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from torch import Tensor, nn
 
 from lit_distill.errors import TrajectoryCorruptError, TrajectoryMismatchError
 from lit_distill.fileio import checksum, write_atomic
+from lit_distill.models import model_options
 
 FORMAT = "lit-distill/trajectory"
 VERSION = 1
@@ -96,12 +99,11 @@ class Trajectory:
         """Whether only the first and last snapshots are kept (what MCT needs)."""
         return self.epochs == [0, self.num_epochs] and self.num_epochs > 1
 
-    def describe(self) -> str:
+    def describe(self, data: bool = True) -> str:
         kwargs = ", ".join(f"{k}={v}" for k, v in sorted(self.arch_kwargs.items()))
-        return (
-            f"{self.arch}({kwargs}) on {self.dataset}{' (ZCA)' if self.zca else ''}, "
-            f"{self.num_classes} classes, input {tuple(self.image_shape)}"
-        )
+        facts = f" on {self.dataset}{' (ZCA)' if self.zca else ''}, {self.num_classes} classes, "
+        facts += f"input {tuple(self.image_shape)}"
+        return f"{self.arch}({kwargs})" + (facts if data else "")
 
     # ------------------------------------------------------------------ writing / reading
     def save(self, path: str | Path) -> Path:
@@ -112,10 +114,13 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
-        """Read and verify a trajectory file; raise :class:`TrajectoryCorruptError` if unusable."""
+        """Read and verify a trajectory file; raise :class:`TrajectoryCorruptError` if unusable.
+
+        The snapshots stay memory-mapped: they are read from disk (or the page cache) when used.
+        """
         path = Path(path)
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except FileNotFoundError:
             raise
         except Exception as err:  # truncated zip, garbage, foreign pickle...
@@ -168,11 +173,21 @@ class Trajectory:
         num_classes: int | None = None,
         image_shape: Sequence[int] | None = None,
         zca: bool | None = None,
+        arch: str | None = None,
+        arch_kwargs: dict[str, Any] | None = None,
         source: str = "trajectory",
         fix: str = "",
     ) -> None:
-        """Raise :class:`TrajectoryMismatchError` unless this trajectory fits ``model`` and data."""
+        """Raise :class:`TrajectoryMismatchError` unless this trajectory fits ``model`` and data.
+
+        With ``arch``, the architecture is compared by name and every option (normalisation,
+        width, depth, ...), not only by parameter shapes: experts of a ConvNet with instance
+        norm have the same shapes as a ConvNet-BN, yet they are not its trajectories.
+        """
         problems = []
+        if arch is not None and not self._same_architecture(arch, arch_kwargs or {}):
+            kwargs = ", ".join(f"{k}={v}" for k, v in sorted((arch_kwargs or {}).items()))
+            problems.append(f"architecture {self.describe(data=False)}, expected {arch}({kwargs})")
         if dataset is not None and dataset != self.dataset:
             problems.append(f"dataset {self.dataset!r}, expected {dataset!r}")
         if num_classes is not None and num_classes != self.num_classes:
@@ -184,13 +199,21 @@ class Trajectory:
         params, buffers = named_state(model)
         expected = [[n, list(p.shape)] for n, p in params.items()]
         stored = [[n, list(s)] for n, s in zip(self.param_names, self.param_shapes, strict=True)]
-        if sorted(expected) != sorted(stored):
+        if not problems and sorted(expected) != sorted(stored):
             missing = {n for n, _ in expected} ^ {n for n, _ in stored}
             detail = f" (differing: {sorted(missing)[:4]})" if missing else " (shapes differ)"
             problems.append(f"architecture {self.describe()} does not match the model{detail}")
         if problems:
             hint = f" {fix}" if fix else ""
             raise TrajectoryMismatchError(f"{source}: " + "; ".join(problems) + "." + hint)
+
+    def _same_architecture(self, arch: str, arch_kwargs: dict[str, Any]) -> bool:
+        try:
+            return model_options(self.arch, **self.arch_kwargs) == model_options(
+                arch, **arch_kwargs
+            )
+        except (ValueError, TypeError):  # a network registered elsewhere: compare as given
+            return (self.arch, self.arch_kwargs) == (arch, arch_kwargs)
 
     def snapshot(self, index: int) -> Tensor:
         """Flat float32 parameter vector of stored snapshot ``index`` (negative counts from end)."""
