@@ -69,3 +69,33 @@ def make_trajectory(
 @pytest.fixture
 def trajectory() -> Trajectory:
     return make_trajectory()
+
+
+# Real experts for trajectory-matching tests: tiny, trained once per test session.
+DIGIT_EXPERTS = dict(arch="convnet", arch_kwargs={"width": 8, "depth": 2})
+
+
+@pytest.fixture(scope="session")
+def digit_experts(tmp_path_factory) -> Path:
+    """A folder of 2 real digits experts (ConvNet width 8, depth 2, MTT recipe, 6 epochs)."""
+    import lightning as L
+
+    from lit_distill.data import DigitsDataModule
+    from lit_distill.experts import ExpertModule
+    from lit_distill.experts.runner import train_experts
+
+    folder = tmp_path_factory.mktemp("digit_experts")
+    dm = DigitsDataModule()
+    facts = dict(num_classes=10, image_shape=(1, 8, 8), mean=dm.mean, std=dm.std, dataset="digits")
+    model = ExpertModule(
+        **facts, **DIGIT_EXPERTS, recipe="mtt", epochs=6, batch_size=32, num_experts=2,
+        trajectory_dir=str(folder),
+    )  # fmt: skip
+
+    def make_trainer(**overrides):
+        options = dict(accelerator="cpu", logger=False, enable_checkpointing=False)
+        options.update(enable_progress_bar=False, enable_model_summary=False)
+        return L.Trainer(**{**options, **overrides})
+
+    train_experts(model, dm, make_trainer)
+    return folder

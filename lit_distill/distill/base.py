@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,13 @@ from lit_distill.task import DataTask
 from lit_distill.trajectory import SnapshotBank
 
 log = logging.getLogger(__name__)
+
+# Two Lightning warnings that every distillation run would print, both about choices made here on
+# purpose: distillation has no validation loop (it is evaluated by EvaluationCallback; the
+# datamodule's validation loader serves expert training), and checkpoints hold the state after
+# the iteration's update, together with the iteration counter that says so (exact resume).
+warnings.filterwarnings("ignore", "You passed in a `val_dataloader` but have no `validation_step`")
+warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization")
 
 # Keys of the per-purpose random streams (the iteration number is the next key).
 INIT_STREAM = 1
