@@ -26,9 +26,9 @@ from lit_distill.experts import resolve_recipe
 from lit_distill.models import build_model
 from lit_distill.trajectory import Trajectory, TrajectoryCallback
 
-# REFERENCE.md, "Expert training recipes": one ConvNet-3 snapshot is 1.28 MB in fp32, and
-# 100 experts x 51 snapshots take 6.5 GB on CIFAR-10, 10.3 GB on CIFAR-100; MCT ("convex")
-# stores 2 snapshots per expert, about 25x less ("MCT" section).
+# The figures the field quotes (docs/methods.md, "Experts"): one ConvNet-3 snapshot is 1.28 MB
+# in fp32, and 100 experts x 51 snapshots take 6.5 GB on CIFAR-10, 10.3 GB on CIFAR-100; MCT
+# ("convex") stores 2 snapshots per expert, about 25x less (MCT paper).
 REFERENCE_SNAPSHOT = {10: "1.28 MB"}
 REFERENCE_EXPERTS = {10: "6.5 GB", 100: "10.3 GB"}
 REFERENCE_CONVEX = "≈25x less than full"

@@ -40,7 +40,7 @@ def test_registered_names() -> None:
 
 @pytest.mark.parametrize(("num_classes", "expected"), [(10, 320_010), (100, 504_420)])
 def test_convnet3_parameter_count(num_classes: int, expected: int) -> None:
-    # REFERENCE.md "Networks": ConvNet-3 on CIFAR-10 / CIFAR-100.
+    # ConvNet-3 on CIFAR-10 / CIFAR-100 (docs/methods.md, "Networks").
     assert _num_params(build_model("convnet3", num_classes, (3, 32, 32))) == expected
     assert _num_params(ConvNet(num_classes, (3, 32, 32))) == expected
 

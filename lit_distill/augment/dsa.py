@@ -104,7 +104,7 @@ class DSA(nn.Module):
         strategy: str = "color_crop_cutout_flip_scale_rotate",
         mode: DSAMode = "single",
         per_sample: bool = False,
-        # Defaults: ParamDiffAug of the DC/DSA/MTT code (REFERENCE.md, "DSA" section).
+        # Defaults: ParamDiffAug of the DC/DSA/MTT code (docs/methods.md, "Augmentation").
         flip_p: float = 0.5,
         scale: float = 1.2,
         rotate_deg: float = 15.0,

@@ -1,6 +1,6 @@
 """ZCA whitening fitted once on the training pixels, cached next to the data.
 
-As in the MTT/DATM recipes (REFERENCE.md, "ZCA whitening"): kornia's ``ZCAWhitening`` with
+As in the MTT/DATM recipes (docs/methods.md, "ZCA whitening"): kornia's ``ZCAWhitening`` with
 ``eps=0.1`` fitted on the flattened training pixels in [0, 1], without mean/std normalisation,
 and applied to every image the networks see; its inverse turns whitened images back into
 pixels for saving.

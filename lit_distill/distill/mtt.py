@@ -1,11 +1,8 @@
 """MTT: matching training trajectories (Cazenavette et al., CVPR 2022), on the matching engine.
 
-Each iteration draws an expert and a start epoch ``t``; a student starts at the expert's
-snapshot ``θ*_t``, takes ``syn_steps`` SGD steps with the learnable lr on the synthetic set
-(each minibatch augmented per sample with one DSA op), and the normalised distance of its end
-point to ``θ*_{t+expert_epochs}`` is the loss (see :mod:`lit_distill.distill.engine`). Images
-and lr are updated by SGD with momentum 0.5, the images in the network's input space (ZCA or
-normalised), unclamped, as in the reference code.
+Each iteration draws an expert and a start epoch ``t`` in ``[min_start_epoch, max_start_epoch)``;
+the segment runs from the expert's snapshot ``θ*_t`` to ``θ*_{t+expert_epochs}`` (see
+:class:`TrajectoryMatchingModule` for the student, the loss and the update).
 """
 
 from __future__ import annotations
@@ -14,51 +11,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from lit_distill.augment import DSA
-from lit_distill.distill.base import DistillationModule, _check_rate
-from lit_distill.distill.engine import (
-    BackwardMode,
-    FlatModel,
-    MatchResult,
-    Segment,
-    StudentStep,
-    StudentUnroll,
-    plan_steps,
-)
-from lit_distill.distill.update import StepOutcome
-from lit_distill.experts.pool import ExpertPool
-from lit_distill.space import ImageSpace, check_space, network_inputs
-from lit_distill.synthetic import SyntheticSet
+from lit_distill.distill.engine import Segment
+from lit_distill.distill.trajectory_matching import TrajectoryMatchingModule
 
 
-class MTTModule(DistillationModule):
-    """Trajectory matching (MTT) with an exact, optionally constant-memory, unrolled student.
+class MTTModule(TrajectoryMatchingModule):
+    """MTT: segments between two stored epochs of an expert's SGD trajectory.
 
     Args:
         num_classes, image_shape, mean, std, dataset: data facts (linked from the datamodule).
-        trajectory_dir: folder of the expert trajectories (``expert_000.pt``, ...).
-        num_experts: how many experts to draw from (MTT: 100).
-        expert_config: config that trains the experts when they are missing.
-        train_missing_experts: train missing experts before distilling (else: a clear error).
-        arch: the student's architecture (the experts'); ``arch_kwargs``: its options.
-        syn_steps: student steps ``N`` per iteration.
         expert_epochs: ``M``, epochs between the start and the target snapshot.
         max_start_epoch: start epochs are drawn from ``[min_start_epoch, max_start_epoch)``
             (upper bound exclusive, as in the reference code).
         min_start_epoch: lower bound of the start epoch.
-        lr_teacher: initial value of the learned student lr (``syn_lr``).
-        lr_lr: SGD learning rate of the learned lr; ``momentum_lr`` its momentum (MTT: 0.5).
-        batch_syn: synthetic images per student step (``None``: all of them).
-        augment: DSA strategy of the student's batches (one op per batch, per-sample
-            parameters, synthetic images only), ``"none"`` to disable.
-        augment_space: where DSA runs (``input``: after ZCA/normalisation, as the reference).
-        backward: ``replay`` (exact, memory constant in ``syn_steps``) or ``unroll`` (exact,
-            the reference's graph through every step; memory grows with ``syn_steps``).
-        image_space: MTT optimises the network inputs themselves, unclamped (``input``).
-        **kwargs: the :class:`DistillationModule` arguments (ipc, factor, init, lr_images,
-            momentum_images, iterations, image_every, export_dir, real_on_device, seed).
+        **kwargs: the :class:`TrajectoryMatchingModule` arguments (experts, student, learning
+            rates, augmentation, backward mode, pruning) and the :class:`DistillationModule`
+            ones (ipc, factor, init, lr_images, iterations, ...).
     """
 
     method = "mtt"
@@ -70,153 +39,42 @@ class MTTModule(DistillationModule):
         mean: Sequence[float],
         std: Sequence[float],
         dataset: str,
-        trajectory_dir: str = "runs/experts",
-        num_experts: int = 100,
-        expert_config: str | None = None,
-        train_missing_experts: bool = True,
-        arch: str = "convnet3",
-        arch_kwargs: dict[str, Any] | None = None,
-        syn_steps: int = 20,
         expert_epochs: int = 2,
         max_start_epoch: int = 20,
         min_start_epoch: int = 0,
-        lr_teacher: float = 0.01,
-        lr_lr: float = 1e-5,
-        momentum_lr: float = 0.5,
-        batch_syn: int | None = None,
-        augment: str = "color_crop_cutout_flip_scale_rotate",
-        augment_space: ImageSpace = "input",
-        backward: BackwardMode = "replay",
-        image_space: ImageSpace = "input",
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes, image_shape, mean, std, dataset, image_space=image_space, **kwargs
-        )
-        _check_steps(syn_steps, expert_epochs, min_start_epoch, max_start_epoch, batch_syn)
-        _check_rate("lr_teacher", lr_teacher)
-        _check_rate("lr_lr", lr_lr)
-        check_space("augment_space", augment_space)
-        if backward not in ("unroll", "replay"):
-            raise ValueError(f"backward={backward!r}: use 'replay' or 'unroll'")
-        self.experts = ExpertPool(
-            trajectory_dir, num_experts, expert_config, train_missing_experts, arch, arch_kwargs
-        )
-        self.augment = DSA(augment, mode="single", per_sample=True)
-        self.student: FlatModel | None = None
+        super().__init__(num_classes, image_shape, mean, std, dataset, **kwargs)
+        if expert_epochs < 1:
+            raise ValueError(f"expert_epochs must be at least 1, got {expert_epochs}")
+        if not 0 <= min_start_epoch < max_start_epoch:
+            raise ValueError(
+                f"start epochs are drawn from [min_start_epoch, max_start_epoch): need "
+                f"0 <= min_start_epoch < max_start_epoch, got {min_start_epoch}, {max_start_epoch}"
+            )
 
-    # ------------------------------------------------------------------ what is learned
-    def build_synthetic_set(self) -> SyntheticSet:
-        hp = self.hparams
-        return SyntheticSet(
-            self.num_classes,
-            hp.ipc,
-            self.image_shape,
-            factor=hp.factor,
-            soft_labels=self.soft_labels,
-            lr=hp.lr_teacher,
-            space=hp.image_space,
-        )
-
-    @property
-    def soft_labels(self) -> bool:
-        return False
-
-    def param_groups(self) -> list[dict[str, Any]]:
-        hp = self.hparams
-        lr = {"params": [self.synthetic.lr], "name": "lr", "lr": hp.lr_lr,
-              "momentum": hp.momentum_lr}  # fmt: skip
-        return [*super().param_groups(), lr]
-
-    # ------------------------------------------------------------------ experts
     def expert_needs(self) -> dict[str, Any]:
         hp = self.hparams
         # The last start epoch is max_start_epoch - 1; its target is expert_epochs later.
         last = hp.max_start_epoch - 1 + hp.expert_epochs
-        return {"min_epochs": last, "every_epoch": True, "why": self._window_description()}
-
-    def _window_description(self) -> str:
-        hp = self.hparams
-        return (
+        why = (
             f"start epochs [{hp.min_start_epoch}, {hp.max_start_epoch}) + expert_epochs "
             f"{hp.expert_epochs}"
         )
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        net = self.build_network().to(self.device).train()  # BatchNorm: batch statistics
-        self.student = FlatModel(net, self.bank.param_names, self.bank.param_shapes)
-
-    # ------------------------------------------------------------------ one iteration
-    def sample_segment(self, rng: torch.Generator) -> tuple[Segment, dict[str, float]]:
-        """An expert, a start epoch in the window, and its target ``expert_epochs`` later."""
-        hp = self.hparams
-        expert = int(torch.randint(self.bank.num_trajectories, (1,), generator=rng))
-        low, high = self.start_window()
-        start = int(torch.randint(low, high, (1,), generator=rng))
-        segment = Segment(
-            self.bank.vector(expert, self.bank.index_of(start)),
-            self.bank.vector(expert, self.bank.index_of(start + hp.expert_epochs)),
-        )
-        return segment, {"train/expert": float(expert), "train/start_epoch": float(start)}
+        return {"min_epochs": last, "every_epoch": True, "why": why}
 
     def start_window(self) -> tuple[int, int]:
         """``[low, high)`` of this iteration's start epoch."""
         return self.hparams.min_start_epoch, self.hparams.max_start_epoch
 
-    def distill_step(self, rng: torch.Generator) -> StepOutcome:
-        segment, logs = self.sample_segment(rng)
-        hp = self.hparams
-        plan = plan_steps(
-            self.synthetic.num_images, hp.batch_syn or self.synthetic.num_images, hp.syn_steps, rng
+    def sample_segment(self, rng: torch.Generator) -> tuple[Segment, dict[str, float]]:
+        """An expert, a start epoch in the window, and its target ``expert_epochs`` later."""
+        expert = int(torch.randint(self.bank.num_trajectories, (1,), generator=rng))
+        low, high = self.start_window()
+        start = int(torch.randint(low, high, (1,), generator=rng))
+        target = start + self.hparams.expert_epochs
+        segment = Segment(
+            self.bank.vector(expert, self.bank.index_of(start)),
+            self.bank.vector(expert, self.bank.index_of(target)),
         )
-        learned = self.synthetic.learned()
-        leaves = [learned[name] for name in ("images", "labels") if name in learned]
-        engine = StudentUnroll(self.student, self.student_batch, hp.backward)
-        result = engine.run(segment, plan, self.synthetic.lr, leaves, mask=self.mask)
-        for leaf, grad in zip(leaves, result.grads, strict=True):
-            leaf.grad = grad
-        self.synthetic.lr.grad = result.grad_lr.reshape(self.synthetic.lr.shape)
-        logs.update(self.result_logs(result))
-        return StepOutcome(result.loss, contribute=self.accept(result.loss), logs=logs)
-
-    def student_batch(self, step: StudentStep) -> tuple[Tensor, Tensor]:
-        """Network inputs and targets of one student step (rebuilt identically on replay)."""
-        images, targets = self.synthetic.decoded()
-        rows = step.indices.to(images.device)
-        stream = torch.Generator().manual_seed(step.seed)
-        (inputs,) = network_inputs(
-            [(images[rows], self.synthetic.space)],
-            self.preprocess,
-            augment=lambda x: self.augment(x, generator=stream),
-            augment_space=self.hparams.augment_space,
-        )
-        targets = targets[rows]
-        return inputs, targets.softmax(dim=1) if targets.dim() == 2 else targets
-
-    def mask(self, final: Tensor, segment: Segment) -> Tensor | None:
-        """Which parameters the loss is computed on (all: MTT)."""
-        return None
-
-    def accept(self, loss: Tensor) -> bool:
-        """Whether this iteration's gradients take part in the update (always: MTT)."""
-        return True
-
-    def result_logs(self, result: MatchResult) -> dict[str, float | Tensor]:
-        return {"train/syn_lr": self.synthetic.lr.detach(), "train/match_loss": result.loss}
-
-
-def _check_steps(
-    syn_steps: int, expert_epochs: int, min_start: int, max_start: int, batch_syn: int | None
-) -> None:
-    if syn_steps < 1 or expert_epochs < 1:
-        raise ValueError(
-            f"syn_steps and expert_epochs must be at least 1, got {syn_steps}, {expert_epochs}"
-        )
-    if not 0 <= min_start < max_start:
-        raise ValueError(
-            f"start epochs are drawn from [min_start_epoch, max_start_epoch): need "
-            f"0 <= min_start_epoch < max_start_epoch, got {min_start}, {max_start}"
-        )
-    if batch_syn is not None and batch_syn < 1:
-        raise ValueError(f"batch_syn must be positive (or null for all images), got {batch_syn}")
+        return segment, {"train/expert": float(expert), "train/start_epoch": float(start)}

@@ -2,7 +2,7 @@
 
 Evaluating a synthetic set means training fresh networks on it alone and measuring them on the
 real test split. The field's methods do this with different recipes, and the numbers are only
-comparable within one recipe (REFERENCE.md "Evaluation protocols"): every result therefore
+comparable within one recipe (docs/methods.md, "Evaluation protocols"): every result therefore
 carries the name of the protocol that produced it. A preset changed by an override is named with
 a trailing ``*`` (``tgdd*``) so that a modified recipe is never reported as the published one.
 """

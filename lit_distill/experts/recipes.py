@@ -1,6 +1,6 @@
 """Expert-training recipes of the reference methods, as named presets.
 
-Each value cites its source (REFERENCE.md "Expert training recipes"). A config picks a recipe by
+Each value cites its source (docs/methods.md, "Experts"). A config picks a recipe by
 name (``--model.recipe tgdd``) and may override any field (``--model.epochs 10``); the resolved
 recipe is logged as hyper-parameters and stored in every trajectory file.
 """

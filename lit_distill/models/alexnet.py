@@ -2,7 +2,7 @@
 
 Five convolutions (128, 192, 256, 192, 192 channels; the first two 5x5, the others 3x3), ReLU,
 2x2 max-pools after the 1st, 2nd and 5th, then one Linear on the flattened features
-(192x4x4 at 32 px; REFERENCE.md "Networks"). No normalisation, no dropout.
+(192x4x4 at 32 px; docs/methods.md, "Networks"). No normalisation, no dropout.
 
 The reference code pads 1-channel inputs more so that 28 px MNIST behaves like 32 px; here the
 padding keeps the size ("same") for every input and the classifier is sized from the image

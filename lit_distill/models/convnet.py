@@ -37,7 +37,7 @@ def make_norm(norm: str, channels: int) -> nn.Module:
     """The normalisation layer called ``norm`` for ``channels`` feature maps."""
     check_choice("norm", norm, ("instance", "batch", "layer", "none"))
     if norm == "instance":
-        # The field's "instancenorm" is GroupNorm with one channel per group (REFERENCE.md).
+        # The field's "instancenorm": GroupNorm, one channel per group (docs/methods.md).
         return nn.GroupNorm(channels, channels, affine=True)
     if norm == "layer":
         return nn.GroupNorm(1, channels, affine=True)
@@ -126,7 +126,7 @@ class FeatureClassifier(nn.Module):
 class ConvNet(FeatureClassifier):
     """ConvNet-D: ``depth`` blocks of Conv3x3 -> norm -> activation -> 2x2 pooling, then Linear.
 
-    The defaults are the field's ConvNet-3 (REFERENCE.md "Networks"): width 128, instance norm,
+    The defaults are the field's ConvNet-3 (docs/methods.md, "Networks"): width 128, instance norm,
     ReLU, average pooling; 320,010 parameters for CIFAR-10.
 
     Args:

@@ -1,6 +1,6 @@
 """Networks by name: ``build_model("convnet3", num_classes=10, image_shape=(3, 32, 32))``.
 
-Registered names (REFERENCE.md "Networks"); keyword arguments override a preset's options:
+Registered names (docs/methods.md, "Networks"); keyword arguments override a preset's options:
 
 - ``convnet``: ConvNet with every option free (defaults: width 128, depth 3, instance norm,
   ReLU, average pooling).

@@ -2,7 +2,7 @@
 
 CIFAR-style stem (one 3x3 convolution, stride 1, no max-pool) so that 32 px inputs keep enough
 resolution; four stages of basic blocks (64, 128, 256, 512 channels), global average pooling,
-one Linear (REFERENCE.md "Networks"). Any input size of at least 1 px works.
+one Linear (docs/methods.md, "Networks"). Any input size of at least 1 px works.
 """
 
 from collections import OrderedDict

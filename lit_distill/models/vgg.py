@@ -1,7 +1,7 @@
 """VGG-11 for small images, used for cross-architecture evaluation.
 
 Eight 3x3 convolutions (configuration "A" of Simonyan & Zisserman 2015) with instance norm by
-default, as in the field's small-image VGG (REFERENCE.md "Networks"), then one Linear on the
+default, as in the field's small-image VGG (docs/methods.md, "Networks"), then one Linear on the
 flattened features: 512 at 32 px, 512x2x2 at 64 px.
 
 Inputs smaller than 32 px: a max-pool that would take the size below 1 px is skipped (kept as an

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_distill.trajectory.convex import line_constants
 from lit_distill.trajectory.format import STORE_DTYPES, Trajectory, flatten, named_state
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,9 @@ class TrajectoryCallback(L.Callback):
     The LightningModule provides the network as ``net`` and the trajectory's metadata through
     ``trajectory_metadata()`` (architecture, data facts, seed, recipe). The file is written only
     when the fit ran all ``num_epochs`` epochs, so an interrupted expert leaves nothing behind
-    and is simply trained again. Snapshots are kept on the CPU (one flat vector each).
+    and is simply trained again. Snapshots are kept on the CPU (one flat vector each, in the
+    storage precision); in ``convex`` mode they are all kept until the end, to compute MCT's
+    line constants, and only the first and last are written.
 
     Args:
         path: file to write.
@@ -48,8 +51,6 @@ class TrajectoryCallback(L.Callback):
 
     def _record(self, pl_module: L.LightningModule, epoch: int) -> None:
         params, buffers = named_state(pl_module.net)
-        if self.mode == "convex" and len(self._epochs) == 2:
-            self._params.pop(), self._buffers.pop(), self._epochs.pop()  # keep first + latest
         self._params.append(flatten(list(params.values())).to(self.dtype))
         self._buffers.append(flatten(list(buffers.values())))
         self._epochs.append(epoch)
@@ -83,15 +84,22 @@ class TrajectoryCallback(L.Callback):
     def build(self, metadata: dict[str, Any], net: torch.nn.Module) -> Trajectory:
         """Assemble the recorded snapshots into a :class:`Trajectory`."""
         params, buffers = named_state(net)
+        snapshots = torch.stack(self._params)
+        line = line_constants(snapshots.float())
+        keep = [0, len(self._epochs) - 1] if self.mode == "convex" else range(len(self._epochs))
+        keep = list(keep)
         return Trajectory(
             **metadata,
             param_names=list(params),
             param_shapes=[list(p.shape) for p in params.values()],
             buffer_names=list(buffers),
             buffer_shapes=[list(b.shape) for b in buffers.values()],
-            buffers=torch.stack(self._buffers) if buffers else None,
-            epochs=list(self._epochs),
+            buffers=torch.stack([self._buffers[i] for i in keep]) if buffers else None,
+            epochs=[self._epochs[i] for i in keep],
             num_epochs=self.num_epochs,
-            params=torch.stack(self._params),
+            params=snapshots[keep].clone(),
             test_accuracy=[self._accuracy.get(e) for e in range(1, self.num_epochs + 1)],
+            line_position=line.position,
+            line_distance=line.distance,
+            line_length=line.length,
         )

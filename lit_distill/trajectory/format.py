@@ -21,6 +21,10 @@ num_epochs         ``M``, the number of epochs the expert was trained for
 params             ``(S, P)`` tensor, one row per stored snapshot (float32, float16 or bfloat16)
 buffers            ``(S, B)`` tensor (float32) or ``None``
 test_accuracy      real-test accuracy after each epoch ``1..M`` (``None`` where not measured)
+line_position      MCT's constants: per epoch ``0..M``, the projection of the SGD snapshot onto
+                   the straight line from epoch 0 to epoch M (``0`` ... ``1``); empty if unknown
+line_distance      per epoch, the distance of the SGD snapshot from that line
+line_length        the distance between the first and last snapshots
 seed, recipe       how the expert was trained
 checksum           CRC32 of the raw bytes of ``params`` (and ``buffers``): detects corruption
 =================  =========================================================================
@@ -44,6 +48,7 @@ from torch import Tensor, nn
 from lit_distill.errors import TrajectoryCorruptError, TrajectoryMismatchError
 from lit_distill.fileio import checksum, write_atomic
 from lit_distill.models import model_options
+from lit_distill.trajectory.convex import LineConstants, line_constants
 
 FORMAT = "lit-distill/trajectory"
 VERSION = 1
@@ -82,6 +87,9 @@ class Trajectory:
     buffer_shapes: list[list[int]] = field(default_factory=list)
     buffers: Tensor | None = None
     test_accuracy: list[float | None] = field(default_factory=list)
+    line_position: list[float] = field(default_factory=list)
+    line_distance: list[float] = field(default_factory=list)
+    line_length: float | None = None
     zca: bool = False
     seed: int = 0
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +106,14 @@ class Trajectory:
     def convex(self) -> bool:
         """Whether only the first and last snapshots are kept (what MCT needs)."""
         return self.epochs == [0, self.num_epochs] and self.num_epochs > 1
+
+    def line(self) -> LineConstants:
+        """MCT's constants: stored ones, or computed from the snapshots of a full file."""
+        if self.line_position:
+            return LineConstants(self.line_position, self.line_distance, self.line_length)
+        if self.epochs != list(range(self.num_epochs + 1)):
+            raise ValueError("this convex trajectory was stored without its line constants")
+        return line_constants(self.params)
 
     def describe(self, data: bool = True) -> str:
         kwargs = ", ".join(f"{k}={v}" for k, v in sorted(self.arch_kwargs.items()))
