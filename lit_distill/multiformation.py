@@ -48,25 +48,28 @@ def decode_multiformation(images: Tensor, factor: int) -> Tensor:
     return F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def encode_multiformation(images: Tensor, factor: int) -> Tensor:
+def encode_multiformation(images: Tensor, factor: int, mode: str = "area") -> Tensor:
     """The inverse of :func:`decode_multiformation` up to resampling: tile images into one.
 
     Args:
         images: (factor**2 * N, C, H, W) full-size images, tile-major (``images[k * N + j]``
             becomes tile ``k`` of stored image ``j``).
         factor: tiles per side.
+        mode: downsampling: ``area`` (averaging, which does not alias) or ``nearest`` (what the
+            IDC/TGDD code's ``F.interpolate`` does by default).
 
     Returns:
-        (N, C, H, W): each image downsampled (area averaging, which does not alias) to the tile
-        size and placed in its tile; pixels of tiles that fall outside (H, W) are dropped, as
-        the decoder pads them back.
+        (N, C, H, W): each image downsampled to the tile size and placed in its tile; pixels of
+        tiles that fall outside (H, W) are dropped, as the decoder pads them back.
     """
     if factor == 1:
         return images
     total, c, h, w = images.shape
     n = total // (factor * factor)
     th, tw = _tile_size(h, factor), _tile_size(w, factor)
-    small = F.interpolate(images, size=(th, tw), mode="area")
+    if mode not in ("area", "nearest"):
+        raise ValueError(f"downsampling mode {mode!r}: use 'area' or 'nearest'")
+    small = F.interpolate(images, size=(th, tw), mode=mode)
     canvas = small.reshape(factor, factor, n, c, th, tw).permute(2, 3, 0, 4, 1, 5)
     return canvas.reshape(n, c, factor * th, factor * tw)[:, :, :h, :w]
 

@@ -140,6 +140,8 @@ class SyntheticSet(nn.Module):
         generator: torch.Generator | None = None,
         classifier: Callable[[Tensor], Tensor] | None = None,
         preprocess: nn.Module | None = None,
+        pick: Literal["random", "first"] = "random",
+        downsample: Literal["area", "nearest"] = "area",
     ) -> None:
         """Set the images (labels are left as they are).
 
@@ -156,6 +158,10 @@ class SyntheticSet(nn.Module):
                 parameters' device (this set's device for plain functions).
             preprocess: pixels -> network input; needed when the set lives in input space
                 (the initial pixels are mapped there).
+            pick: ``"real"`` takes random images of each class, or its first ones in dataset
+                order (what the IDC/TGDD code does).
+            downsample: how ``factor > 1`` shrinks images into tiles: ``area`` averaging, or
+                ``nearest`` (the IDC/TGDD code).
 
         Raises:
             DatasetFormatError: a class has fewer than ``ipc * factor**2`` real images.
@@ -164,7 +170,9 @@ class SyntheticSet(nn.Module):
         """
         if self.space == "input" and preprocess is None:
             raise ValueError("a synthetic set in input space needs preprocess= to initialise")
-        self._initialize_pixels(mode, real, generator, classifier)
+        if pick not in ("random", "first"):
+            raise ValueError(f"init pick {pick!r}: use 'random' or 'first'")
+        self._initialize_pixels(mode, real, generator, classifier, pick, downsample)
         if self.space == "input":
             self.images.copy_(convert(self.images, "pixel", "input", preprocess))
 
@@ -174,6 +182,8 @@ class SyntheticSet(nn.Module):
         real: LabeledImages | None,
         generator: torch.Generator | None,
         classifier: Callable[[Tensor], Tensor] | None,
+        pick: str = "random",
+        downsample: str = "area",
     ) -> None:
         if mode == "noise":
             device = generator.device if generator is not None else torch.device("cpu")
@@ -185,11 +195,14 @@ class SyntheticSet(nn.Module):
         self._check_real(real, mode, classifier)
         need = self.ipc * self.factor**2
         for c in range(self.num_classes):
-            if mode == "real":
+            if mode == "real" and pick == "first":
+                chosen = real.pixels(real.indices_of(c)[:need])
+            elif mode == "real":
                 chosen = real.sample(c, need, generator)
             else:
                 chosen = self._correct_images(real, c, need, generator, classifier)
-            stored = encode_multiformation(chosen.to(self.images.device), self.factor)
+            chosen = chosen.to(self.images.device)
+            stored = encode_multiformation(chosen, self.factor, downsample)
             self.images[c * self.ipc : (c + 1) * self.ipc] = stored
 
     def _check_real(

@@ -10,7 +10,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_distill.data import DigitsDataModule
 from lit_distill.distill import DMModule, TGDDModule
-from lit_distill.distill.matching import class_losses, mean_embedding_mmd, sample_stage
+from lit_distill.distill.matching import (
+    class_losses,
+    mean_embedding_mmd,
+    real_class_means,
+    sample_stage,
+)
 from lit_distill.errors import TrajectoryMismatchError, TrajectoryNotFoundError
 from lit_distill.export import load_synthetic
 from lit_distill.models import build_model
@@ -59,13 +64,17 @@ def test_mmd_is_zero_for_equal_means_and_positive_otherwise():
 def test_class_losses_reach_the_synthetic_images_only():
     torch.manual_seed(0)
     net = build_model("convnet3", 3, (1, 8, 8), width=8).requires_grad_(False)
-    real = torch.rand(6, 1, 8, 8, requires_grad=True)
+    real = [torch.rand(6, 1, 8, 8, requires_grad=True) for _ in range(3)]
     syn = torch.rand(2, 1, 8, 8, requires_grad=True)
-    mmd, ce = class_losses(net, net, real, syn, 1)
+    means = real_class_means(net, real)
+    assert means.shape == (3, net.embed_dim) and not means.requires_grad
+    torch.testing.assert_close(means[1], net.embed(real[1]).mean(0))  # one forward, per class
+    mmd, ce = class_losses(net, net, means[1], syn, 1)
+    torch.testing.assert_close(mmd, mean_embedding_mmd(net.embed(real[1]), net.embed(syn)))
     (mmd + ce).backward()
     assert syn.grad is not None and syn.grad.abs().sum() > 0
-    assert real.grad is None  # no gradient through the real side
-    _, no_critic = class_losses(net, None, real, syn, 1)
+    assert all(r.grad is None for r in real)  # no gradient through the real side
+    _, no_critic = class_losses(net, None, means[1], syn, 1)
     assert no_critic == 0
 
 

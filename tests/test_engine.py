@@ -151,3 +151,22 @@ def test_unknown_mode_and_empty_plan_are_refused():
         StudentUnroll(model, batch, "tesla")
     with pytest.raises(ValueError, match="at least one step"):
         StudentUnroll(model, batch).run(segment, [], torch.tensor(0.1), [x])
+
+
+def test_update_validation_predicts_sgd_with_momentum_exactly():
+    from lit_distill.distill.update import invalid_update
+
+    param = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    lr = torch.nn.Parameter(torch.tensor(0.5))
+    groups = [{"params": [param], "name": "images", "lr": 1.0, "momentum": 0.5},
+              {"params": [lr], "name": "lr", "lr": 1.0, "momentum": 0.5}]  # fmt: skip
+    optimizer = torch.optim.SGD(groups, lr=1.0)
+    for step in range(3):
+        param.grad, lr.grad = torch.tensor([0.1, -0.2]), torch.tensor(0.1)
+        assert invalid_update(optimizer) == [], step
+        optimizer.step()
+    # With momentum: the lr would go 0.5 - 1.0 * (0.5 * buffer + 0.4) < 0: refused, untouched.
+    param.grad, lr.grad = torch.tensor([0.0, float("inf")]), torch.tensor(0.4)
+    before = (param.detach().clone(), lr.detach().clone())
+    assert invalid_update(optimizer) == ["images", f"lr ({float(lr - 0.5 * 0.175 - 0.4):.3g})"]
+    assert torch.equal(param.detach(), before[0]) and torch.equal(lr.detach(), before[1])

@@ -65,7 +65,17 @@ def test_forward_embed_and_input_gradient(arch: str, channels: int, size: int) -
 )
 def test_convnet_floors_odd_sizes(size: int, features: int) -> None:
     # 28 -> 14 -> 7 -> 3 and 8 -> 4 -> 2 -> 1: every pooling floors.
-    assert build_model("convnet3", 10, (1, size, size)).classifier.in_features == features
+    net = build_model("convnet3", 10, (3, size, size))
+    assert net.classifier.in_features == features
+
+
+@pytest.mark.parametrize(("padding", "features"), [(None, 128 * 4 * 4), (1, 128 * 3 * 3)])
+def test_grey_images_are_padded_by_3_as_the_field_s_convnet(padding, features) -> None:
+    # DC/DSA/DM/MTT ConvNet: one-channel 28 px inputs pad the first conv by 3 (28 -> 32 px).
+    net = build_model("convnet3", 10, (1, 28, 28), first_padding=padding)
+    assert net.classifier.in_features == features
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert build_model("convnet3", 10, (3, 32, 32)).features[0].conv.padding == (1, 1)
 
 
 def test_convnet_options_and_non_square_images() -> None:
@@ -164,7 +174,7 @@ def test_bad_convnet_choice(option: str, value: str) -> None:
 
 def test_impossible_depth_says_what_to_change() -> None:
     with pytest.raises(ValueError, match=r"depth 4 .* 8x8 .* depth <= 3"):
-        build_model("convnetd4", 10, (1, 8, 8))
+        build_model("convnetd4", 10, (3, 8, 8))
 
 
 @pytest.mark.parametrize("shape", [(32, 32), (3, 0, 32)])

@@ -261,3 +261,14 @@ def test_state_dict_round_trip() -> None:
     for key, value in restored.state_dict().items():
         assert torch.equal(value, state[key])
     assert set(SyntheticSet(3, 2, (3, 8, 8)).state_dict()) == {"images", "labels"}
+
+
+def test_reference_mix_initialisation_takes_each_class_s_first_images_nearest() -> None:
+    real = real_images()
+    synset = SyntheticSet(3, 1, (3, 8, 8), factor=2)
+    synset.initialize("real", real=real, pick="first", downsample="nearest")
+    for c in range(3):
+        first = real.pixels(real.indices_of(c)[:4])  # ipc x factor^2 = 4, in dataset order
+        expected = F.interpolate(first, size=(4, 4))  # nearest, F.interpolate's default
+        tiles = synset.images.detach()[c].unfold(1, 4, 4).unfold(2, 4, 4)  # (C, 2, 2, 4, 4)
+        assert torch.equal(tiles.permute(1, 2, 0, 3, 4).reshape(4, 3, 4, 4), expected)

@@ -37,6 +37,8 @@ OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 GEOMETRIC_OPS = ("crop", "scale", "rotate")
 
 Params = tuple[Tensor, ...]
+#: One call's random choices: the ops in order, with their parameters.
+Plan = list[tuple[str, Params]]
 
 
 def parse_strategy(strategy: str) -> tuple[str, ...]:
@@ -140,13 +142,22 @@ class DSA(nn.Module):
             The augmented batch, or a tuple in the order of ``batches`` when several are given.
         """
         self._check_batches(batches)
-        outputs = batches
-        if self.ops:
-            sample = _Sampler(batches[0].shape[0] if self.per_sample else 1, generator)
-            height, width = batches[0].shape[-2:]
-            plan = [(op, self._draw(op, sample, height, width)) for op in self._choose(sample)]
-            outputs = tuple(_apply_plan(x, plan) for x in batches)
+        plan = self.draw(batches[0].shape, generator)
+        outputs = tuple(self.apply(x, plan) for x in batches)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def draw(self, shape: Sequence[int], generator: torch.Generator | None = None) -> Plan:
+        """This call's random choices for images of ``shape`` (N, C, H, W), to :meth:`apply` to
+        one or several batches (a siamese pair may be augmented at different times)."""
+        if not self.ops:
+            return []
+        sample = _Sampler(shape[0] if self.per_sample else 1, generator)
+        height, width = shape[-2:]
+        return [(op, self._draw(op, sample, height, width)) for op in self._choose(sample)]
+
+    def apply(self, images: Tensor, plan: Plan) -> Tensor:
+        """Augment ``images`` with a plan from :meth:`draw` (same ops, same parameters)."""
+        return _apply_plan(images, plan)
 
     def _check_batches(self, batches: tuple[Tensor, ...]) -> None:
         if not batches:

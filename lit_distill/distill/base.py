@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_distill.data import LabeledImages
-from lit_distill.distill.update import StepOutcome, average_gradients, non_finite
+from lit_distill.distill.update import StepOutcome, average_gradients, invalid_update
 from lit_distill.errors import DivergenceError
 from lit_distill.experts.pool import ExpertPool
 from lit_distill.export import SyntheticData, image_grid, save_synthetic
@@ -46,9 +46,10 @@ class DistillationModule(DataTask):
     method's :meth:`distill_step` writes the gradients of the synthetic set (by any backward it
     likes) and returns a :class:`StepOutcome`; this class averages them over DDP ranks
     (:func:`average_gradients`), takes one optimiser step and guards it: a non-finite loss,
-    gradient or parameter, or a learned lr that is not positive, stops the run with a
-    :class:`DivergenceError` naming the iteration, after writing the last good set as
-    ``synthetic_last_good.pt`` (the last checkpoint is untouched).
+    gradient, or an update that would make a parameter non-finite or the learned lr not
+    positive (checked before it is applied), stops the run with a :class:`DivergenceError`
+    naming the iteration, after writing the last good set as ``synthetic_last_good.pt`` (the
+    last checkpoint is untouched).
 
     What is learned is declared, not implied: :meth:`build_synthetic_set` says whether the set
     has soft labels and a learnable lr, and :meth:`param_groups` puts every parameter the set has
@@ -64,6 +65,10 @@ class DistillationModule(DataTask):
         factor: multi-formation factor (each stored image decodes into ``factor**2``).
         init: initialisation of the images: random real images, correctly classified real
             images (needs experts), or noise.
+        init_pick: with ``init: real``, random images of each class, or its first ones in
+            dataset order (the IDC/TGDD code).
+        init_downsample: with ``factor > 1``, how real images shrink into tiles: ``area``
+            averaging, or ``nearest`` (the IDC/TGDD code).
         image_space: where the images live and are optimised: ``pixel`` ([0, 1], clamped after
             every update, TGDD) or ``input`` (the network's normalised or ZCA-whitened input,
             never clamped: DM and trajectory matching, whose image lrs are tuned there).
@@ -90,6 +95,8 @@ class DistillationModule(DataTask):
         ipc: int = 10,
         factor: int = 1,
         init: Literal["real", "correct", "noise"] = "real",
+        init_pick: Literal["random", "first"] = "random",
+        init_downsample: Literal["area", "nearest"] = "area",
         image_space: ImageSpace = "pixel",
         lr_images: float = 0.1,
         momentum_images: float = 0.5,
@@ -154,6 +161,8 @@ class DistillationModule(DataTask):
             generator=generator(self.hparams.seed, INIT_STREAM),
             classifier=self.init_classifier(),
             preprocess=self.preprocess,
+            pick=self.hparams.init_pick,
+            downsample=self.hparams.init_downsample,
         )
 
     def prepare(self, stage: str) -> None:
@@ -219,10 +228,13 @@ class DistillationModule(DataTask):
         agreed = average_gradients(params, outcome, self.trainer.world_size)
         if not agreed.finite:
             self._diverged(f"the loss or a gradient is not finite ({float(outcome.loss)})")
-        before = {name: p.detach().clone() for name, p in self.synthetic.learned().items()}
+        bad = invalid_update(optimizer.optimizer)
+        if bad:  # checked before stepping: nothing has changed yet
+            self._diverged(
+                f"the update would make {', '.join(bad)} invalid (not finite, or lr <= 0)"
+            )
         self._step(optimizer)
         self.synthetic.clamp_()  # pixel space only (before any checkpoint is written)
-        self._check_update(before)
         self.log_dict({**outcome.logs, "train/loss": outcome.loss}, prog_bar=True)
         self.log("train/updated", float(agreed.contributors > 0))
         # Advanced here, not in on_train_batch_end: checkpoint callbacks save before that hook.
@@ -248,19 +260,6 @@ class DistillationModule(DataTask):
                     if p.grad is not None:
                         p.grad.mul_(scale)
         optimizer.step()
-
-    def _check_update(self, before: dict[str, Tensor]) -> None:
-        """Stop if the update left a non-finite value or a learned lr that is not positive."""
-        learned = {name: p.detach() for name, p in self.synthetic.learned().items()}
-        bad = non_finite(learned)
-        lr = learned.get("lr")
-        if lr is not None and not bad and float(lr) <= 0:
-            bad = [f"lr ({float(lr):.3g} <= 0)"]
-        if bad:
-            with torch.no_grad():
-                for name, p in self.synthetic.learned().items():
-                    p.copy_(before[name])
-            self._diverged(f"the update made {', '.join(bad)} invalid")
 
     def _diverged(self, what: str) -> None:
         step = int(self.iteration)

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from lit_distill.augment import DSA
 from lit_distill.distill.base import DistillationModule
-from lit_distill.distill.matching import class_losses
+from lit_distill.distill.matching import class_losses, real_class_means
 from lit_distill.distill.update import StepOutcome
 from lit_distill.space import ImageSpace, check_space, network_inputs
 
@@ -21,7 +21,9 @@ class DMModule(DistillationModule):
 
     The loss is summed over classes and one optimiser step is taken per iteration, but the
     backward runs class by class (gradients accumulate), so peak memory is that of one class's
-    graph, whatever the number of classes and IPC.
+    graph, whatever the number of classes and IPC. The real side needs no graph: the real
+    batches of several classes (each with its class's augmentation) go through the extractor in
+    one forward of up to ``real_forward_batch`` images, which saves launches on a GPU.
 
     Args:
         num_classes, image_shape, mean, std, dataset: data facts (linked from the datamodule).
@@ -34,6 +36,7 @@ class DMModule(DistillationModule):
         real_batch: real images per class and iteration.
         syn_batch: at most this many decoded synthetic images per class and iteration
             (``None``: all of them).
+        real_forward_batch: real images per no-grad forward (several classes at once).
         image_space: DM optimises the normalised images themselves, unclamped (``input``).
         **kwargs: the :class:`DistillationModule` arguments (ipc, factor, init, lr_images,
             momentum_images, iterations, image_every, export_dir, real_on_device, seed).
@@ -55,6 +58,7 @@ class DMModule(DistillationModule):
         augment_space: ImageSpace = "input",
         real_batch: int = 128,
         syn_batch: int | None = None,
+        real_forward_batch: int = 1024,
         image_space: ImageSpace = "input",
         **kwargs: Any,
     ) -> None:
@@ -62,9 +66,10 @@ class DMModule(DistillationModule):
             num_classes, image_shape, mean, std, dataset, image_space=image_space, **kwargs
         )
         check_space("augment_space", augment_space)
-        if real_batch < 1 or (syn_batch is not None and syn_batch < 1):
+        if real_batch < 1 or real_forward_batch < 1 or (syn_batch is not None and syn_batch < 1):
             raise ValueError(
-                f"real_batch and syn_batch must be positive, got {real_batch}, {syn_batch}"
+                f"real_batch, real_forward_batch and syn_batch must be positive, got "
+                f"{real_batch}, {real_forward_batch}, {syn_batch}"
             )
         self.augment = DSA(augment, mode=augment_mode)
         # Working networks: snapshots or fresh weights are copied into them each iteration.
@@ -107,20 +112,34 @@ class DMModule(DistillationModule):
     def distill_step(self, rng: torch.Generator) -> StepOutcome:
         extractor, critic = self.pick_networks(rng)
         critic = critic if self.alpha > 0 else None
+        hp = self.hparams
         totals = torch.zeros(2, device=self.device)
-        for c in range(self.num_classes):
-            real = self.real.sample(c, self.hparams.real_batch, rng).to(self.device)
-            real, syn = network_inputs(
-                [(real, "pixel"), (self.synthetic_batch(c, rng), self.synthetic.space)],
-                self.preprocess,
-                augment=lambda *x: self.augment(*x, generator=rng),
-                augment_space=self.hparams.augment_space,
-            )
-            mmd, ce = class_losses(extractor, critic, real, syn, c)
-            (mmd + self.alpha * ce).backward()  # one class's graph at a time
-            totals += torch.stack([mmd.detach(), ce.detach()])
+        per_forward = max(1, hp.real_forward_batch // hp.real_batch)  # classes per real forward
+        for first in range(0, self.num_classes, per_forward):
+            classes = range(first, min(first + per_forward, self.num_classes))
+            plans, real = [], []
+            for c in classes:  # the random draws of each class, in class order
+                pixels = self.real.sample(c, hp.real_batch, rng).to(self.device)
+                plans.append(self.augment.draw(pixels.shape, rng))
+                real.append(self.inputs(pixels, "pixel", plans[-1]))
+            means = real_class_means(extractor, real)
+            for c, plan, mean in zip(classes, plans, means, strict=True):
+                syn = self.inputs(self.synthetic_batch(c, rng), self.synthetic.space, plan)
+                mmd, ce = class_losses(extractor, critic, mean, syn, c)
+                (mmd + self.alpha * ce).backward()  # one class's graph at a time
+                totals += torch.stack([mmd.detach(), ce.detach()])
         mmd, ce = totals
         logs = {"train/mmd": mmd}
         if self.alpha > 0:
             logs["train/constraint"] = ce
         return StepOutcome(mmd + self.alpha * ce, logs=logs)
+
+    def inputs(self, images: Tensor, space: str, plan) -> Tensor:
+        """Network inputs of ``images`` (in ``space``), augmented with a class's DSA plan."""
+        (out,) = network_inputs(
+            [(images, space)],
+            self.preprocess,
+            augment=lambda x: self.augment.apply(x, plan),
+            augment_space=self.hparams.augment_space,
+        )
+        return out

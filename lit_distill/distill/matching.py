@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,29 +15,43 @@ def mean_embedding_mmd(real_features: Tensor, syn_features: Tensor) -> Tensor:
     return (real_features.mean(0) - syn_features.mean(0)).pow(2).sum()
 
 
+@torch.no_grad()
+def real_class_means(extractor: nn.Module, inputs: Sequence[Tensor]) -> Tensor:
+    """Mean penultimate feature of each class's real batch, in ONE forward (no graph).
+
+    Args:
+        extractor: network whose ``embed`` is matched.
+        inputs: network inputs of each class's real batch (already augmented).
+
+    Returns:
+        (len(inputs), D) means, one row per class.
+    """
+    features = extractor.embed(torch.cat(list(inputs)))
+    return torch.stack([f.mean(0) for f in features.split([x.shape[0] for x in inputs])])
+
+
 def class_losses(
     extractor: nn.Module,
     critic: nn.Module | None,
-    real: Tensor,
+    real_mean: Tensor,
     synthetic: Tensor,
     label: int,
 ) -> tuple[Tensor, Tensor]:
     """Distribution matching and distribution constraint of one class.
 
-    * ``mmd = || mean extractor.embed(real) - mean extractor.embed(synthetic) ||^2`` (the real
-      side carries no gradient), and
+    * ``mmd = || real_mean - mean extractor.embed(synthetic) ||^2`` (the real side is a constant:
+      see :func:`real_class_means`), and
     * ``ce = CE(critic(synthetic), label)`` (TGDD's stage-wise distribution constraint; zero
       without a critic).
 
     Args:
         extractor: network whose penultimate features are matched (``embed``).
         critic: network that classifies the synthetic images, or ``None``.
-        real, synthetic: network inputs of the class (already augmented, siamese-wise).
+        real_mean: the class's mean real feature (D,).
+        synthetic: network inputs of the class's synthetic images (augmented like the real ones).
         label: the class.
     """
-    with torch.no_grad():
-        real_features = extractor.embed(real)
-    mmd = mean_embedding_mmd(real_features, extractor.embed(synthetic))
+    mmd = (real_mean - extractor.embed(synthetic).mean(0)).pow(2).sum()
     if critic is None:
         return mmd, torch.zeros((), device=synthetic.device)
     targets = torch.full((synthetic.shape[0],), label, device=synthetic.device, dtype=torch.long)

@@ -47,8 +47,11 @@ def average_gradients(
 
     One flat buffer holds every gradient, the contribution flag and a non-finite flag, so a step
     costs one all-reduce. A rank that does not contribute sends zeros. Afterwards every rank
-    holds the same gradients (``None`` grads become zeros when another rank had some).
+    holds the same gradients (``None`` grads become zeros when another rank had some). A single
+    process only checks its gradients (no copy).
     """
+    if world_size == 1:
+        return _single_process(params, outcome)
     contributes = outcome.contribute
     pieces = [
         p.grad.reshape(-1) if p.grad is not None and contributes else torch.zeros_like(p).view(-1)
@@ -76,6 +79,53 @@ def average_gradients(
     return Agreement(contributors, non_finite == 0)
 
 
-def non_finite(named: dict[str, Tensor]) -> list[str]:
-    """Names of the tensors holding a NaN or an infinity."""
-    return [name for name, t in named.items() if not bool(torch.isfinite(t).all())]
+def _single_process(params: Sequence[Tensor], outcome: StepOutcome) -> Agreement:
+    finite = bool(torch.isfinite(outcome.loss)) and all(
+        p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params
+    )
+    if not (finite and outcome.contribute):
+        for p in params:
+            p.grad = None
+    return Agreement(int(outcome.contribute), finite)
+
+
+#: Values checked per chunk when an update is validated (bounded extra memory).
+CHECK_CHUNK = 1 << 22
+
+
+@torch.no_grad()
+def invalid_update(optimizer: torch.optim.SGD, positive: Sequence[str] = ("lr",)) -> list[str]:
+    """What the next step of ``optimizer`` would break, computed before taking it.
+
+    For every parameter with a gradient, the SGD update (momentum as torch applies it: the
+    first step uses the gradient itself) is evaluated chunk by chunk, without being applied and
+    without a copy of the parameter: a group is reported when a value would become non-finite,
+    or, for the groups named in ``positive`` (the learned lr), not positive. Checking first means
+    a refused update leaves parameters and optimiser state exactly as they were.
+    """
+    bad = []
+    for group in optimizer.param_groups:
+        if group.get("nesterov") or group.get("weight_decay") or group.get("dampening"):
+            raise ValueError("invalid_update checks plain SGD with momentum only")
+        name = group.get("name", "group")
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+            momentum = group["momentum"] if buffer is not None else 0.0
+            pieces = zip(
+                p.detach().reshape(-1).split(CHECK_CHUNK),
+                p.grad.reshape(-1).split(CHECK_CHUNK),
+                (p.grad if buffer is None else buffer).reshape(-1).split(CHECK_CHUNK),
+                strict=True,
+            )
+            for value, grad, buf in pieces:
+                new = value - group["lr"] * (momentum * buf + grad)
+                if not bool(torch.isfinite(new).all()) or (
+                    name in positive and bool((new <= 0).any())
+                ):
+                    bad.append(
+                        f"{name} ({float(new.view(-1)[0]):.3g})" if new.numel() == 1 else name
+                    )
+                    break
+    return bad

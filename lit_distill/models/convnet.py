@@ -87,9 +87,11 @@ class ConvBlock(nn.Module):
         norm: str = "instance",
         activation: str = "relu",
         pooling: str = "avg",
+        padding: int | None = None,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        padding = kernel_size // 2 if padding is None else padding
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding)
         self.norm = make_norm(norm, out_channels)
         self.act = make_activation(activation)
         self.pool = make_pool(pooling)
@@ -138,6 +140,9 @@ class ConvNet(FeatureClassifier):
             (GroupNorm(1, width)) or ``"none"``.
         activation: Non-linearity after each normalisation.
         pooling: 2x2 pooling at the end of each block, or ``"none"``.
+        first_padding: zero padding of the first convolution; ``None``: 3 for one-channel
+            inputs, as the field's ConvNet pads grey images (28 px MNIST becomes 32 px: 2048
+            features), 1 otherwise.
     """
 
     def __init__(
@@ -149,18 +154,27 @@ class ConvNet(FeatureClassifier):
         norm: Norm = "instance",
         activation: Activation = "relu",
         pooling: Pooling = "avg",
+        first_padding: int | None = None,
     ) -> None:
         super().__init__()
         channels, image_h, image_w = check_image_shape(image_shape)
+        if first_padding is None:
+            first_padding = 3 if channels == 1 else 1
+        if first_padding < 0:
+            raise ValueError(f"first_padding must be >= 0, got {first_padding}")
+        image_h, image_w = image_h + 2 * first_padding - 2, image_w + 2 * first_padding - 2
         if width < 1 or depth < 1:
             raise ValueError(f"ConvNet needs width >= 1 and depth >= 1, got {width=}, {depth=}")
         check_choice("pooling", pooling, ("avg", "max", "none"))
         if pooling != "none":
             image_h, image_w = _pooled_size(image_h, image_w, depth, pooling)
         blocks = [
-            ConvBlock(channels if i == 0 else width, width, 3, norm, activation, pooling)
+            ConvBlock(
+                channels if i == 0 else width, width, 3, norm, activation, pooling,
+                padding=first_padding if i == 0 else None,
+            )
             for i in range(depth)
-        ]
+        ]  # fmt: skip
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Linear(width * image_h * image_w, num_classes)
 
