@@ -170,3 +170,17 @@ def test_update_validation_predicts_sgd_with_momentum_exactly():
     before = (param.detach().clone(), lr.detach().clone())
     assert invalid_update(optimizer) == ["images", f"lr ({float(lr - 0.5 * 0.175 - 0.4):.3g})"]
     assert torch.equal(param.detach(), before[0]) and torch.equal(lr.detach(), before[1])
+
+
+@pytest.mark.parametrize("mode", ["unroll", "replay"])
+def test_a_loss_scale_multiplies_the_gradients_and_nothing_else(mode):
+    plain = run(mode, steps=6)
+    model, segment, batch, x, logits = tiny_problem()
+    rate = torch.tensor(0.05, dtype=x.dtype, requires_grad=True)
+    plan = plan_steps(x.shape[0], 4, 6, torch.Generator().manual_seed(1))
+    scaled = StudentUnroll(model, batch, mode, scale=1024.0).run(segment, plan, rate, [x, logits])
+    torch.testing.assert_close(scaled.loss, plain.loss)
+    torch.testing.assert_close(scaled.final, plain.final)
+    torch.testing.assert_close(scaled.grad_lr / 1024, plain.grad_lr)
+    for mine, theirs in zip(scaled.grads, plain.grads, strict=True):
+        torch.testing.assert_close(mine / 1024, theirs)

@@ -400,7 +400,7 @@ def test_callback_state_round_trip() -> None:
 
 def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: Path) -> None:
     cb = callback(every_n_steps=10, report=False)
-    means = iter([0.5, 0.4, 0.6])
+    means = iter([0.5, 0.4, 0.6, 0.7])
     cb.evaluator.evaluate = lambda *a, **k: EvalResult("fake", ARCH, "short", 5, (next(means),))
     model = SimpleNamespace(
         synthetic_data=lambda: random_real(digits),
@@ -422,6 +422,9 @@ def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: 
     assert [step for _, step in logged] == [10, 20, 30]
     assert [m["eval/acc_best"] for m, _ in logged] == [0.5, 0.5, 0.6]
     assert model.exported == ["best", "best"] and (cb.best_acc, cb.best_step) == (0.6, 30)
+    # Another DDP rank evaluates too (its share of the runs) and keeps the same best-so-far
+    # state, but neither logs nor exports.
     other_rank = SimpleNamespace(**{**vars(fake), "is_global_zero": False, "global_step": 40})
     cb.on_train_batch_end(other_rank, model, None, None, 40)
-    assert len(logged) == 3 and cb.last_step == 40
+    assert len(logged) == 3 and cb.last_step == 40 and model.exported == ["best", "best"]
+    assert (cb.best_acc, cb.best_step) == (0.7, 40)

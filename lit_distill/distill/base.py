@@ -14,7 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from lit_distill.data import LabeledImages
-from lit_distill.distill.update import StepOutcome, average_gradients, invalid_update
+from lit_distill.distill.update import (
+    DynamicLossScale,
+    StepOutcome,
+    combine_gradients,
+    invalid_update,
+)
 from lit_distill.errors import DivergenceError
 from lit_distill.experts.pool import ExpertPool
 from lit_distill.export import SyntheticData, image_grid, save_synthetic
@@ -44,8 +49,8 @@ class DistillationModule(DataTask):
 
     One training step is one distillation iteration; the run ends after ``iterations``. A
     method's :meth:`distill_step` writes the gradients of the synthetic set (by any backward it
-    likes) and returns a :class:`StepOutcome`; this class averages them over DDP ranks
-    (:func:`average_gradients`), takes one optimiser step and guards it: a non-finite loss,
+    likes) and returns a :class:`StepOutcome`; this class combines them over DDP ranks
+    (:func:`combine_gradients`), takes one optimiser step and guards it: a non-finite loss,
     gradient, or an update that would make a parameter non-finite or the learned lr not
     positive (checked before it is applied), stops the run with a :class:`DivergenceError`
     naming the iteration, after writing the last good set as ``synthetic_last_good.pt`` (the
@@ -119,6 +124,10 @@ class DistillationModule(DataTask):
         self.synthetic = self.build_synthetic_set()
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        # fp16 loss scaling (used only under 16-mixed), in the checkpoint for an exact resume.
+        self.loss_scaler = DynamicLossScale()
+        self.register_buffer("loss_scale_state", self.loss_scaler.state)
+        self.fp16 = False
         self.real: LabeledImages | None = None
         self.experts: ExpertPool | None = None  # methods guided by experts set this
         self.bank: SnapshotBank | None = None
@@ -200,6 +209,9 @@ class DistillationModule(DataTask):
         return trainer.strategy.root_device if trainer is not None else self.device
 
     def on_fit_start(self) -> None:
+        # 16-mixed autocasts to fp16 and comes with a gradient scaler: scale the losses here.
+        self.fp16 = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        self.loss_scaler.state = self.loss_scale_state  # the (restored) buffer, on its device
         train = self.datamodule.train_set
         self.real = train.to(self.device) if self.hparams.real_on_device else train
         if self.bank is not None:
@@ -220,30 +232,56 @@ class DistillationModule(DataTask):
         _check_groups(self, groups)
         return torch.optim.SGD(groups, lr=groups[0]["lr"])
 
+    def loss_scale(self) -> float:
+        """What methods multiply their losses by before a backward (1 except under 16-mixed)."""
+        return self.loss_scaler.scale if self.fp16 else 1.0
+
     def training_step(self, batch: int, batch_idx: int) -> Tensor:
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
+        scale = self.loss_scale()
         outcome = self.distill_step(self.step_generator())
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        agreed = average_gradients(params, outcome, self.trainer.world_size)
-        if not agreed.finite:
+        if scale != 1.0:
+            for p in params:
+                if p.grad is not None:
+                    p.grad.div_(scale)
+        agreed = combine_gradients(params, outcome, self.trainer.world_size)
+        # 16-mixed: an overflow skips the update (smaller scale next); elsewhere it stops.
+        apply = agreed.contributors > 0 and (not self.fp16 or self._fp16_update(agreed.finite))
+        if not agreed.finite and not self.fp16:
             self._diverged(f"the loss or a gradient is not finite ({float(outcome.loss)})")
-        bad = invalid_update(optimizer.optimizer)
-        if bad:  # checked before stepping: nothing has changed yet
-            self._diverged(
-                f"the update would make {', '.join(bad)} invalid (not finite, or lr <= 0)"
-            )
-        self._step(optimizer)
-        self.synthetic.clamp_()  # pixel space only (before any checkpoint is written)
-        self.log_dict({**outcome.logs, "train/loss": outcome.loss}, prog_bar=True)
-        self.log("train/updated", float(agreed.contributors > 0))
+        if apply:
+            bad = invalid_update(optimizer.optimizer)
+            if bad:  # checked before stepping: nothing has changed yet
+                self._diverged(
+                    f"the update would make {', '.join(bad)} invalid (not finite, or lr <= 0)"
+                )
+            self._step(optimizer)
+            self.synthetic.clamp_()  # pixel space only (before any checkpoint is written)
+        else:
+            _skip(optimizer)
+        self.log_dict({**outcome.logs, "train/loss": agreed.loss}, prog_bar=True)
+        self.log("train/updated", float(apply))
         # Advanced here, not in on_train_batch_end: checkpoint callbacks save before that hook.
         self.iteration += 1
         return outcome.loss
 
     def distill_step(self, rng: torch.Generator) -> StepOutcome:
-        """One iteration of the method: write the synthetic set's gradients, return the loss."""
+        """One iteration of the method: write the synthetic set's gradients (of its losses times
+        :meth:`loss_scale`), return the loss."""
         raise NotImplementedError
+
+    def _fp16_update(self, finite: bool) -> bool:
+        """Whether this 16-mixed update may be applied (overflows skip it, repeated ones stop)."""
+        try:
+            applied = self.loss_scaler.update(finite)
+        except FloatingPointError as err:
+            self._diverged(str(err))
+        self.log_dict(
+            {"train/loss_scale": self.loss_scaler.scale, "train/overflow": float(not applied)}
+        )
+        return applied
 
     def _step(self, optimizer) -> None:
         """The optimiser step, through Lightning (step counting, precision plugin).
@@ -254,6 +292,7 @@ class DistillationModule(DataTask):
         """
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if scaler is not None:
+            scaler.scale(torch.ones((), device=self.device))  # creates its scale on first use
             scale = scaler.get_scale()
             for group in optimizer.param_groups:
                 for p in group["params"]:
@@ -319,6 +358,17 @@ class DistillationModule(DataTask):
             return
         images = self.synthetic.pixels(self.preprocess).clamp(0, 1).cpu()
         experiment.add_image("synthetic/images", image_grid(images, self.hparams.ipc), step)
+
+
+def _skip(optimizer) -> None:
+    """Count an iteration without an update as an optimiser step (Lightning's step counter,
+    hence checkpoints and callbacks, follow the iterations) without touching the parameters,
+    their momentum or a gradient scaler."""
+    before, after = (getattr(optimizer, n, None) for n in ("_on_before_step", "_on_after_step"))
+    if before is None or after is None:  # not a Lightning optimizer: nothing counts steps
+        return
+    before()
+    after()
 
 
 def _check_rate(name: str, value: float) -> None:

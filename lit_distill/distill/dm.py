@@ -12,7 +12,12 @@ from lit_distill.augment import DSA
 from lit_distill.distill.base import DistillationModule
 from lit_distill.distill.matching import class_losses, real_class_means
 from lit_distill.distill.update import StepOutcome
+from lit_distill.seeding import generator
 from lit_distill.space import ImageSpace, check_space, network_inputs
+
+# Keys of DM/TGDD's random streams: the iteration's networks, and each class's draws.
+NETS_STREAM = 4
+CLASS_STREAM = 5
 
 
 class DMModule(DistillationModule):
@@ -24,6 +29,12 @@ class DMModule(DistillationModule):
     graph, whatever the number of classes and IPC. The real side needs no graph: the real
     batches of several classes (each with its class's augmentation) go through the extractor in
     one forward of up to ``real_forward_batch`` images, which saves launches on a GPU.
+
+    Random draws: the networks of iteration ``i`` come from a stream keyed by ``(seed, i)``,
+    and each class's real batch, augmentation and synthetic subset from one keyed by
+    ``(seed, i, class)``. Under DDP the classes are split between the ranks (rank ``r`` of
+    ``W`` takes classes ``r, r + W, ...``) and their gradients are summed, so W processes
+    compute exactly the single-process update, each doing 1/W of the work.
 
     Args:
         num_classes, image_shape, mean, std, dataset: data facts (linked from the datamodule).
@@ -110,29 +121,33 @@ class DMModule(DistillationModule):
         return syn
 
     def distill_step(self, rng: torch.Generator) -> StepOutcome:
-        extractor, critic = self.pick_networks(rng)
+        step = int(self.iteration)
+        extractor, critic = self.pick_networks(generator(self.hparams.seed, NETS_STREAM, step))
         critic = critic if self.alpha > 0 else None
         hp = self.hparams
+        scale = self.loss_scale()
         totals = torch.zeros(2, device=self.device)
+        mine = list(range(self.global_rank, self.num_classes, self.trainer.world_size))
         per_forward = max(1, hp.real_forward_batch // hp.real_batch)  # classes per real forward
-        for first in range(0, self.num_classes, per_forward):
-            classes = range(first, min(first + per_forward, self.num_classes))
+        for first in range(0, len(mine), per_forward):
+            classes = mine[first : first + per_forward]
+            streams = [generator(hp.seed, CLASS_STREAM, step, c) for c in classes]
             plans, real = [], []
-            for c in classes:  # the random draws of each class, in class order
-                pixels = self.real.sample(c, hp.real_batch, rng).to(self.device)
-                plans.append(self.augment.draw(pixels.shape, rng))
+            for c, stream in zip(classes, streams, strict=True):
+                pixels = self.real.sample(c, hp.real_batch, stream).to(self.device)
+                plans.append(self.augment.draw(pixels.shape, stream))
                 real.append(self.inputs(pixels, "pixel", plans[-1]))
             means = real_class_means(extractor, real)
-            for c, plan, mean in zip(classes, plans, means, strict=True):
-                syn = self.inputs(self.synthetic_batch(c, rng), self.synthetic.space, plan)
+            for c, stream, plan, mean in zip(classes, streams, plans, means, strict=True):
+                syn = self.inputs(self.synthetic_batch(c, stream), self.synthetic.space, plan)
                 mmd, ce = class_losses(extractor, critic, mean, syn, c)
-                (mmd + self.alpha * ce).backward()  # one class's graph at a time
+                ((mmd + self.alpha * ce) * scale).backward()  # one class's graph at a time
                 totals += torch.stack([mmd.detach(), ce.detach()])
         mmd, ce = totals
         logs = {"train/mmd": mmd}
         if self.alpha > 0:
             logs["train/constraint"] = ce
-        return StepOutcome(mmd + self.alpha * ce, logs=logs)
+        return StepOutcome(mmd + self.alpha * ce, reduce="sum", logs=logs)
 
     def inputs(self, images: Tensor, space: str, plan) -> Tensor:
         """Network inputs of ``images`` (in ``space``), augmented with a class's DSA plan."""

@@ -171,12 +171,17 @@ class StudentUnroll:
         batch: builds step ``k``'s network inputs and targets from the synthetic set's leaves
             (differentiably when gradients are enabled).
         mode: ``"replay"`` (constant memory in the number of steps, exact) or ``"unroll"``.
+        scale: loss scale for fp16 autocast: every backward runs on ``scale`` times its loss
+            (the student's own steps are divided back), so small fp16 gradients do not flush to
+            zero. The returned gradients are ``scale`` times the true ones; the loss is not.
     """
 
-    def __init__(self, model: FlatModel, batch: BatchFn, mode: BackwardMode = "replay") -> None:
+    def __init__(
+        self, model: FlatModel, batch: BatchFn, mode: BackwardMode = "replay", scale: float = 1.0
+    ) -> None:
         if mode not in ("unroll", "replay"):
             raise ValueError(f"unknown backward mode {mode!r}: use 'unroll' or 'replay'")
-        self.model, self.batch, self.mode = model, batch, mode
+        self.model, self.batch, self.mode, self.scale = model, batch, mode, scale
 
     def run(
         self,
@@ -211,7 +216,7 @@ class StudentUnroll:
         kept = None if mask is None else mask(theta.detach(), segment)
         loss = matching_loss(theta, segment, kept)
         wanted = ([lr] if lr.requires_grad else []) + leaves
-        grads = list(torch.autograd.grad(loss, wanted, allow_unused=True))
+        grads = list(torch.autograd.grad(loss * self.scale, wanted, allow_unused=True))
         grad_lr = grads.pop(0) if lr.requires_grad else None
         return MatchResult(loss.detach(), grad_lr, grads, theta.detach(), _count(kept, theta))
 
@@ -229,6 +234,7 @@ class StudentUnroll:
         final = theta
         kept = None if mask is None else mask(final, segment)
         loss, adjoint = _loss_and_gradient(final, segment, kept)
+        adjoint = adjoint * self.scale
         grad_lr = torch.zeros_like(rate) if lr.requires_grad else None
         grads: list[Tensor | None] = [None] * len(leaves)
         for theta_k, step in zip(reversed(thetas), reversed(plan), strict=True):
@@ -258,8 +264,8 @@ class StudentUnroll:
                 theta = theta.detach().requires_grad_(True)
             inputs, targets = self.batch(step) if batch is None else batch
             loss = student_loss(self.model(theta, inputs), targets)
-            (grad,) = torch.autograd.grad(loss, theta, create_graph=create_graph)
-        return grad
+            (grad,) = torch.autograd.grad(loss * self.scale, theta, create_graph=create_graph)
+        return grad / self.scale if self.scale != 1.0 else grad
 
 
 def _loss_and_gradient(

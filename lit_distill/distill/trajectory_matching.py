@@ -159,7 +159,7 @@ class TrajectoryMatchingModule(DistillationModule):
         )
         learned = self.synthetic.learned()
         leaves = [learned[name] for name in ("images", "labels") if name in learned]
-        engine = StudentUnroll(self.student, self.student_batch, hp.backward)
+        engine = StudentUnroll(self.student, self.student_batch, hp.backward, self.loss_scale())
         result = engine.run(segment, plan, self.synthetic.lr, leaves, mask=self.mask)
         for leaf, grad in zip(leaves, result.grads, strict=True):
             leaf.grad = grad

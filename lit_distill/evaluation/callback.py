@@ -33,9 +33,8 @@ class EvaluationCallback(L.Callback):
 
     The evaluation draws from its own random streams inside a forked global RNG and trains its
     own networks, so the distillation's randomness, modes and gradients are left untouched.
-    It runs on global rank 0 only; the other ranks wait for it at their next collective call
-    (a DDP-aware version would share the runs between ranks). Nothing is evaluated during a
-    ``fast_dev_run``.
+    Under DDP the runs are shared between the ranks and the accuracies gathered (the table is
+    the one a single process prints). Nothing is evaluated during a ``fast_dev_run``.
 
     Args:
         every_n_steps: optimizer steps between evaluations.
@@ -116,11 +115,12 @@ class EvaluationCallback(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         final = self.evaluate(trainer, pl_module) if trainer.global_step > self.last_step else None
-        if self.report and trainer.is_global_zero and not trainer.fast_dev_run:
+        if self.report and not trainer.fast_dev_run:
             self.report_final(pl_module, final)
 
     def report_final(self, pl_module: L.LightningModule, final: EvalResult | None) -> None:
-        """Print the final set's accuracy next to a random real subset of the same IPC."""
+        """Print the final set's accuracy next to a random real subset of the same IPC (the
+        runs are shared between DDP ranks; rank 0 prints and logs)."""
         data = pl_module.synthetic_data()
         if final is None:
             final = self._evaluate(pl_module, data)
@@ -129,6 +129,8 @@ class EvaluationCallback(L.Callback):
         subset = random_real_baseline(real, data.ipc, data.zca, self.evaluator.seed, runs)
         baseline = self._evaluate(pl_module, subset)
         self.results = [final, baseline]
+        if not pl_module.trainer.is_global_zero:
+            return
         for logger in pl_module.trainer.loggers:
             logger.log_metrics(
                 {"eval/final_acc_mean": final.mean, "eval/random_real_acc_mean": baseline.mean},
@@ -137,14 +139,20 @@ class EvaluationCallback(L.Callback):
         log.info("Final evaluation on the real test split:\n%s", format_results(self.results))
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EvalResult | None:
-        """Evaluate the current set now (rank 0), log, and export it if it is the best so far."""
+        """Evaluate the current set now, log, and export it if it is the best so far.
+
+        Under DDP every rank trains its share of the runs and gets every accuracy (the set is
+        the same on all ranks), so the best-so-far state agrees; rank 0 logs and exports.
+        """
         self.last_step = step = trainer.global_step
-        if not trainer.is_global_zero or trainer.fast_dev_run:
+        if trainer.fast_dev_run:
             return None
         result = self._evaluate(pl_module, pl_module.synthetic_data())
         improved = result.mean > self.best_acc
         if improved:
             self.best_acc, self.best_step = result.mean, step
+        if not trainer.is_global_zero:
+            return result
         metrics = {"eval/acc_mean": result.mean, "eval/acc_std": result.std}
         metrics["eval/acc_best"] = self.best_acc
         for logger in trainer.loggers:

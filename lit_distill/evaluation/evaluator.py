@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from lit_distill.data import LabeledImages
@@ -106,10 +107,14 @@ class SyntheticEvaluator:
         """Train the runs on ``data`` and measure them on ``test`` (both used on ``device``).
 
         ``data`` is one set for every run, or one set per run (the random-real baseline draws a
-        new subset for each run).
+        new subset for each run). Under DDP (an initialised process group) the runs are shared
+        between the ranks (rank ``r`` trains runs ``r, r + W, ...``) and every rank gets all
+        the accuracies: the result is the same as in one process.
         """
-        runs = self.train_runs(data, test, preprocess, num_classes, image_shape, device)
-        return self.result(data, [run.accuracy for run in runs])
+        mine = shared_runs(self.num_runs)
+        runs = self.train_runs(data, test, preprocess, num_classes, image_shape, device, mine)
+        accuracies = gather_by_run(list(zip(mine, (run.accuracy for run in runs), strict=True)))
+        return self.result(data, accuracies)
 
     def result(
         self, data: SyntheticData | Sequence[SyntheticData], accuracies: Sequence[float]
@@ -128,8 +133,10 @@ class SyntheticEvaluator:
         num_classes: int,
         image_shape: Sequence[int],
         device: torch.device | str = "cpu",
+        runs: Sequence[int] | None = None,
     ) -> list[TrainedRun]:
-        """The ``num_runs`` trained networks, each with its selected weights and accuracy.
+        """The trained networks of ``runs`` (default: all ``num_runs``), each with its selected
+        weights and accuracy; run ``r`` is the same network whoever trains it.
 
         ``data`` is one set for all runs or one per run. ``test`` may be None with
         ``select="last"``: the networks are then returned unmeasured (accuracy None), for a
@@ -143,13 +150,13 @@ class SyntheticEvaluator:
         device = torch.device(device)
         test = None if test is None else test.to(device)
         preprocess = copy.deepcopy(preprocess).to(device)
-        runs = []
-        for run, run_data in enumerate(per_run):
-            images, targets = (t.to(device) for t in run_data.decoded())
-            lr = self.protocol.learning_rate(run_data.lr)
+        trained = []
+        for run in range(self.num_runs) if runs is None else runs:
+            images, targets = (t.to(device) for t in per_run[run].decoded())
+            lr = self.protocol.learning_rate(per_run[run].lr)
             args = (images, targets, lr, test, preprocess, num_classes, image_shape)
-            runs.append(self._train_run(run, *args))
-        return runs
+            trained.append(self._train_run(run, *args))
+        return trained
 
     def _train_run(
         self,
@@ -195,6 +202,31 @@ class _BestCheckpoint:
         if acc > self.accuracy:
             self.accuracy, self.epoch = acc, epoch
             self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shared_runs(num_runs: int) -> list[int]:
+    """The runs this rank trains: ``rank, rank + W, ...`` (all of them in one process)."""
+    rank, world = _world()
+    return list(range(rank, num_runs, world))
+
+
+def gather_by_run(local: list[tuple[int, Any]]) -> list[Any]:
+    """Every rank's ``(run, value)`` pairs, merged on every rank, in run order."""
+    _, world = _world()
+    if world == 1:
+        return [value for _, value in sorted(local, key=lambda pair: pair[0])]
+    everyone: list[list[tuple[int, Any]]] = [[] for _ in range(world)]
+    dist.all_gather_object(everyone, local)
+    return [
+        value for _, value in sorted((p for part in everyone for p in part), key=lambda p: p[0])
+    ]
 
 
 @contextmanager

@@ -15,10 +15,13 @@ from lit_distill.evaluation.evaluator import (
     EvalResult,
     SyntheticEvaluator,
     format_results,
+    gather_by_run,
     random_real_baseline,
+    shared_runs,
 )
 from lit_distill.evaluation.protocols import ProtocolName, Selection, SoftLabels
 from lit_distill.export import SyntheticData, load_synthetic
+from lit_distill.models import build_model
 from lit_distill.space import ImageSpace
 from lit_distill.task import DataTask
 
@@ -35,8 +38,9 @@ class EvaluationModule(DataTask):
     ``test/<method>/<arch>/acc_mean`` and ``.../acc_std`` (``val/...`` under ``validate``) and
     prints a results table. Results are also kept in :attr:`results`.
 
-    Under DDP every rank trains the same networks (same seeds) and the test loop shares the
-    test split between the ranks; the metrics are synchronised before they are reported.
+    Under DDP the ranks share the training of the networks (rank r trains runs r, r + W, ...)
+    and exchange their weights; the test loop then shares the test split between the ranks and
+    the metrics are synchronised before they are reported: the same table as one process.
 
     Args:
         num_classes, image_shape, mean, std, dataset: data facts (linked from the datamodule).
@@ -148,12 +152,26 @@ class EvaluationModule(DataTask):
                 method = data[0].method
                 what = (evaluator.num_runs, evaluator.arch, method, evaluator.protocol.name)
                 log.info("training %d %s networks on the %s set (%s protocol)", *what)
-                runs = evaluator.train_runs(
-                    data, test, self.preprocess, self.num_classes, self.image_shape, device
-                )
+                nets = self._train_shared(evaluator, data, test, device)
                 self.entries.append((evaluator, data))
-                self.nets.append(nn.ModuleList(run.net for run in runs))
-                self.metrics.append(nn.ModuleList(self._accuracy_metric() for _ in runs))
+                self.nets.append(nn.ModuleList(nets))
+                self.metrics.append(nn.ModuleList(self._accuracy_metric() for _ in nets))
+
+    def _train_shared(self, evaluator, data, test, device) -> list[nn.Module]:
+        """Every run's network: under DDP each rank trains its share and the weights are
+        gathered, so that every rank measures all of them on its part of the test split."""
+        mine = shared_runs(evaluator.num_runs)
+        args = (data, test, self.preprocess, self.num_classes, self.image_shape, device, mine)
+        runs = evaluator.train_runs(*args)
+        states = [{k: v.cpu() for k, v in run.net.state_dict().items()} for run in runs]
+        nets = []
+        for state in gather_by_run(list(zip(mine, states, strict=True))):
+            net = build_model(
+                evaluator.arch, self.num_classes, self.image_shape, **evaluator.arch_kwargs
+            )
+            net.load_state_dict(state)
+            nets.append(net.to(device))
+        return nets
 
     def _sets(self) -> list[list[SyntheticData]]:
         """Per run, the synthetic set (if any), then the random-real baseline (if asked)."""

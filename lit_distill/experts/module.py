@@ -136,7 +136,15 @@ class ExpertModule(DataTask):
 
     # ------------------------------------------------------------------ training
     def train_dataloader(self):
-        return self.datamodule.loader("train", self.recipe.batch_size, shuffle=True)
+        # Under DDP every rank trains the same expert on its share of each batch, so the recipe's
+        # batch (the effective one) is split between the ranks.
+        world = self.trainer.world_size
+        if self.recipe.batch_size % world:
+            raise ValueError(
+                f"the expert batch size {self.recipe.batch_size} must be divisible by the "
+                f"{world} processes: set --model.init_args.batch_size to a multiple of {world}"
+            )
+        return self.datamodule.loader("train", self.recipe.batch_size // world, shuffle=True)
 
     def forward(self, pixels: Tensor) -> Tensor:
         return self.net(self.preprocess(pixels))

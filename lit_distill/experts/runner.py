@@ -1,4 +1,11 @@
-"""Training several experts in one run, one fresh Trainer per expert."""
+"""Training several experts in one run, one fresh Trainer per expert.
+
+Under DDP every rank trains every expert together (data-parallel: each rank takes its share of
+each batch), rather than each rank training different experts: expert runs then keep the
+semantics of a single process (one trajectory per expert, the recipe's effective batch), need no
+change to Lightning's launchers, and each file is written once, by rank 0. Skipping a finished
+expert is decided by rank 0 and shared.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import torch.distributed as dist
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from lit_distill.errors import TrajectoryCorruptError
@@ -59,7 +67,7 @@ def train_experts(
     for index in range(model.hparams.num_experts):
         path = model.trajectory_path(index)
         paths.append(path)
-        if is_complete(path):
+        if _agreed(is_complete(path)):
             log.info("expert %d: %s already complete, skipped", index, path)
             continue
         model.start_expert(index)
@@ -69,6 +77,17 @@ def train_experts(
         trainer.fit(model, datamodule=datamodule)
         if trainer.fast_dev_run:  # a smoke test: one expert, nothing written
             break
+        trainer.strategy.barrier()  # the file is written (by rank 0) before anyone looks again
         if trainer.is_global_zero and not path.exists():
             raise RuntimeError(f"expert {index} stopped before its last epoch; rerun to continue")
     return paths
+
+
+def _agreed(decision: bool) -> bool:
+    """Rank 0's decision on every rank once the process group exists (all ranks must skip or
+    train the same expert together: each expert is trained data-parallel by all of them)."""
+    if dist.is_available() and dist.is_initialized():
+        shared = [decision]
+        dist.broadcast_object_list(shared, src=0)
+        return bool(shared[0])
+    return decision
