@@ -117,6 +117,18 @@ def emit(text: str, out: Path | None) -> None:
         print(f"(appended to {out})")
 
 
+def rss_bytes(field: str) -> int | None:
+    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status`` (None elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        return None
+    return None
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

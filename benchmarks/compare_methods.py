@@ -54,9 +54,17 @@ class MethodRun:
 
     config: str
     overrides: tuple[str, ...] = ()
+    experts: bool = True  # False: the method uses none (DM run from a TGDD config)
 
 
 DM = ("--model=lit_distill.distill.DMModule", "--model.init_args.lr_images=1.0")
+
+
+def dm_run(tgdd: MethodRun) -> MethodRun:
+    """DM on a TGDD config: its own class, DM's image lr, no experts."""
+    return MethodRun(tgdd.config, DM, experts=False)
+
+
 METHODS = ("tgdd", "dm", "mtt", "datm", "mct", "dpd")
 
 
@@ -65,7 +73,7 @@ def cpu_runs(dataset: str) -> dict[str, MethodRun]:
     runs = {
         m: MethodRun(str(CPU_CONFIGS / f"{m}_{dataset}_cpu.yaml")) for m in METHODS if m != "dm"
     }
-    runs["dm"] = MethodRun(runs["tgdd"].config, DM)
+    runs["dm"] = dm_run(runs["tgdd"])
     return {m: runs[m] for m in METHODS}
 
 
@@ -74,7 +82,7 @@ DATASETS: dict[str, dict[str, MethodRun]] = {
     "mnist": cpu_runs("mnist"),
     "cifar10": cpu_runs("cifar10"),
 }
-DATASETS["digits"]["dm"] = MethodRun("tgdd_digits.yaml", DM)
+DATASETS["digits"]["dm"] = dm_run(DATASETS["digits"]["tgdd"])
 DATASETS["digits"] = {m: DATASETS["digits"][m] for m in METHODS}
 DATA_ARGS = {
     "mnist": ("--data.init_args.root={root}",),
@@ -96,7 +104,7 @@ def arch_kwargs(run: MethodRun, args: argparse.Namespace) -> dict:
 def experts_of(run: MethodRun, args: argparse.Namespace) -> tuple[str, str, int] | None:
     """(expert config, cached trajectory folder, number) of a method's config, if it has any."""
     hp = model_args(run.config)
-    if "expert_config" not in hp:
+    if not run.experts or "expert_config" not in hp:
         return None
     name = Path(hp["trajectory_dir"]).name
     if args.width or args.expert_epochs:  # other experts than the configs': their own folder

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from common import command_line, emit, section, table
+from common import command_line, emit, rss_bytes, section, table
 from distill_accuracy import (
     DATASETS,
     SHARED_DATA,
@@ -60,18 +60,6 @@ NUMBERS = ("ms", "peak", "delta", "start")  # the summary's numbers with a TGDD 
 SHARED = ("arch", "arch_kwargs", "ipc", "factor", "real_batch", "syn_batch", "augment")
 SHARED += ("augment_mode", "real_on_device")
 MIB = 2**20
-
-
-def rss_bytes(field: str) -> int | None:
-    """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status`` (None elsewhere)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        return None
-    return None
 
 
 class CostMeter(L.Callback):

@@ -8,6 +8,10 @@ the SAME expert files, for ``--iterations`` iterations. Every ``--eval-every`` i
 before the first) the current set is evaluated with one ``SyntheticEvaluator``; every
 iteration's matching loss is recorded.
 
+A third run, ``mct_window``, is MCT with its start points restricted to the part of the line that
+MTT's start window covers (``lambda_max = (max_start_epoch − 1) / K``): it separates the effect
+of matching a line from the effect of sampling the whole trajectory.
+
 Reported per method: the first iteration whose running mean loss (``--window`` iterations) is at
 most ``--loss``, and the first evaluation at or above ``--accuracy``. The two losses measure the
 distance to different targets (an SGD snapshot, a point on the line), so the loss threshold says
@@ -33,8 +37,9 @@ from distill_accuracy import QUIET, build_cli, cpu_threads
 from lit_distill.cli import resolve_config
 from lit_distill.evaluation import SyntheticEvaluator
 from lit_distill.main import main as lit_distill
+from lit_distill.trajectory import Trajectory, expert_path
 
-METHODS = ("mtt", "mct")
+METHODS = ("mtt", "mct", "mct_window")
 
 
 class Progress(L.Callback):
@@ -70,12 +75,16 @@ def first_at_least(accuracy: dict[int, float], threshold: float) -> int | None:
 
 
 def run(method: str, args: argparse.Namespace, experts: str) -> Progress:
-    config = f"{method}_{args.dataset}.yaml"
+    config = f"{method.split('_')[0]}_{args.dataset}.yaml"
     overrides = [
         f"--model.init_args.iterations={args.iterations}",
         f"--model.init_args.trajectory_dir={experts}",
         "--model.init_args.train_missing_experts=false",
     ]
+    if method == "mct_window":  # the part of the line MTT's start epochs cover
+        epochs = Trajectory.load(expert_path(experts, 0)).num_epochs
+        last_start = model_args(f"mtt_{args.dataset}.yaml")["max_start_epoch"] - 1
+        overrides.append(f"--model.init_args.lambda_max={last_start / epochs:.6f}")
     cli = build_cli(config, overrides, args.work_dir / method, args.accelerator)
     hp = cli.model.hparams
     evaluator = SyntheticEvaluator(

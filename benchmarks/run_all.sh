@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rerun every measurement with its CPU defaults and rewrite benchmarks/RESULTS.md.
-# Takes about a quarter of an hour on 2 cores; each script's --help shows how to scale it up
-# (e.g. --device cuda --width 128 for the paper recipe on a GPU).
+# Takes several hours on 2 cores (the every-method comparison alone about one and a half);
+# each script's --help shows how to scale it up (e.g. --device cuda --width 128 on a GPU).
+# Timing scripts run alone; each process uses one thread (OMP_NUM_THREADS=1) unless it says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=benchmarks/RESULTS.md
@@ -13,9 +14,19 @@ reruns them all and rewrites this file). CPU figures come from a shared 2-core m
 are medians of several repeats and compared as ratios measured in the same run.
 
 HEADER
+export OMP_NUM_THREADS=1
 python benchmarks/trajectory_storage.py --out "$out"
+python benchmarks/quickstart_time.py --out "$out"
+python benchmarks/compare_methods.py --datasets digits,mnist,cifar10 --ipc 1 --out "$out"
+python benchmarks/distill_accuracy.py --out "$out"
+python benchmarks/unroll_memory.py --out "$out"
+python benchmarks/convex_line.py --out "$out"
+python benchmarks/mct_convergence.py --out "$out"
+python benchmarks/tgdd_memory.py --out "$out"
+python benchmarks/tgdd_speed.py --out "$out"
+python benchmarks/precision.py --out "$out"
+python benchmarks/ddp_scaling.py --out "$out"
+unset OMP_NUM_THREADS
 python benchmarks/expert_throughput.py --out "$out"
 python benchmarks/expert_throughput.py --width 8 --repeats 5 --out "$out"
-python benchmarks/quickstart_time.py --out "$out"
-python benchmarks/distill_accuracy.py --out "$out"
 python benchmarks/distill_cost.py --out "$out"

@@ -29,7 +29,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from common import add_output_arguments, command_line, emit, section, table
+from common import add_output_arguments, command_line, emit, rss_bytes, section, table
 
 from lit_distill.data import NpzDataModule
 from lit_distill.distill import TGDDModule
@@ -37,14 +37,6 @@ from lit_distill.models import build_model
 from lit_distill.trajectory import Trajectory, expert_path
 
 MIB = 2**20
-
-
-def rss(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def fake_data(folder: Path, classes: int, per_class: int) -> Path:
@@ -80,7 +72,7 @@ class Peak(L.Callback):
         if self.device.type == "cuda":
             self.peak = torch.cuda.max_memory_allocated(self.device)
         else:
-            self.peak = rss("VmHWM")
+            self.peak = rss_bytes("VmHWM")
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -96,7 +88,7 @@ def worker(args: argparse.Namespace) -> dict:
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        base = rss("VmRSS")
+        base = rss_bytes("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")
     model = TGDDModule(
         num_classes=args.classes, image_shape=(3, 32, 32), mean=data.mean, std=data.std,

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from common import add_output_arguments, command_line, emit, median, section, table
+from common import add_output_arguments, command_line, emit, median, rss_bytes, section, table
 
 from lit_distill.augment import DSA
 from lit_distill.distill.engine import FlatModel, Segment, StudentUnroll, plan_steps
@@ -44,14 +44,6 @@ from lit_distill.models import build_model
 
 MIB = 2**20
 MODES = ("unroll", "replay")
-
-
-def rss(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -86,7 +78,7 @@ def worker(args: argparse.Namespace) -> dict:
         base = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        base = rss("VmRSS")
+        base = rss_bytes("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS
     iteration(0)  # warm-up: allocator, kernels (its memory counts in the peak)
     walls, cpus = [], []
@@ -95,7 +87,7 @@ def worker(args: argparse.Namespace) -> dict:
         iteration(i)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss("VmHWM")
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss_bytes("VmHWM")
     return {"wall": median(walls), "cpu": median(cpus), "delta": peak - base}
 
 

@@ -7,22 +7,54 @@ config shipped with the package (``lit-distill configs`` lists them), so that
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+import lightning as L
+from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.cli import (
+    LightningArgumentParser,
+    LightningCLI,
+    SaveConfigCallback,
+    _get_module_type,
+    _InstantiatorFn,
+)
 
+from lit_distill.configs_index import (
+    describe_configs,
+    resolve_config,
+    resolve_config_args,
+    shipped_configs,
+)
 from lit_distill.data import ImageDataModule
-from lit_distill.errors import ConfigNotFoundError
+from lit_distill.distill import DistillationModule
+from lit_distill.errors import ConfigAbort, TrajectoryNotFoundError
 from lit_distill.experts import ExpertModule
 from lit_distill.experts.pool import ExpertPool
 from lit_distill.experts.runner import train_experts
+from lit_distill.runs import (
+    RunStateError,
+    check_checkpoint_file,
+    check_resume,
+    check_writable,
+    checkpoint_hparams,
+    finished_or_interrupted,
+)
 from lit_distill.task import DataTask
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "LitDistillCLI",
+    "describe_configs",
+    "resolve_config",
+    "resolve_config_args",
+    "shipped_configs",
+]
 
 # Facts that belong to the data and reach every task at instantiation: never typed in a config.
 DATA_FACTS = {
@@ -34,51 +66,32 @@ DATA_FACTS = {
 }
 
 
-def shipped_configs() -> dict[str, Path]:
-    """The YAML configs installed with the package, by file name."""
-    root = importlib.resources.files("lit_distill.configs")
-    return {p.name: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
+# Lines of jsonargparse's error messages that explain its own machinery, not the user's mistake.
+_PARSER_NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Expected a <class 'NoneType'>",
+    "Given value type:",
+    "Given value:",
+    "Problem with given class_path",
+)
 
 
-def resolve_config(value: str) -> str:
-    """An existing file as given; else the shipped config of that name (``.yaml`` optional)."""
-    path = Path(value)
-    if path.exists():
-        return value
-    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
-    configs = shipped_configs()
-    if name in configs and str(path.parent) in (".", "configs"):
-        return str(configs[name])
-    raise ConfigNotFoundError(
-        f"config {value!r} is neither an existing file nor a shipped config. "
-        f"Shipped configs: {', '.join(sorted(configs))} (see `lit-distill configs`)."
-    )
+class OneLineParser(LightningArgumentParser):
+    """The argument parser, printing its errors as one line (not the usage and a dump)."""
 
-
-def resolve_config_args(args: list[str]) -> list[str]:
-    """Replace every ``--config NAME`` / ``-c NAME`` / ``--config=NAME`` by a resolved path."""
-    out, i = [], 0
-    while i < len(args):
-        arg = args[i]
-        if arg in ("--config", "-c") and i + 1 < len(args):
-            out += [arg, resolve_config(args[i + 1])]
-            i += 2
-            continue
-        if arg.startswith("--config="):
-            arg = "--config=" + resolve_config(arg.split("=", 1)[1])
-        out.append(arg)
-        i += 1
-    return out
-
-
-def describe_configs() -> str:
-    """One line per shipped config: its name and the first line of its header comment."""
-    lines = []
-    for name, path in sorted(shipped_configs().items()):
-        first = path.read_text().splitlines()[:1]
-        summary = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        lines.append(f"{name:<28} {summary}")
-    return "\n".join(lines)
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)
+        lines = [line.strip(" -") for line in message.splitlines()]
+        kept = [line for line in lines if line and not line.startswith(_PARSER_NOISE)]
+        command = self.prog.replace(" [options]", "")
+        print(
+            f"lit-distill: error: {'; '.join(kept)} (`{command} --help` lists every setting)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
 
 
 class LitDistillCLI(LightningCLI):
@@ -93,6 +106,7 @@ class LitDistillCLI(LightningCLI):
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            parser_class=OneLineParser,
             parser_kwargs={
                 "description": "Dataset distillation. `lit-distill configs` lists configs."
             },
@@ -105,6 +119,54 @@ class LitDistillCLI(LightningCLI):
             parser.link_arguments(
                 f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="start a distillation over in a folder that holds a finished or interrupted "
+            "run (its files are replaced); without it such a run is refused",
+        )
+
+    # ------------------------------------------------------------------ errors at config time
+    def _add_instantiators(self) -> None:
+        """Lightning's instantiators for the model and data, and a plain one for every other
+        class, each letting an error escape the argument parser (see :class:`ConfigAbort`)."""
+        self.parser.add_instantiator(
+            _Guarded(_InstantiatorFn(cli=self, key="model"), "the model"),
+            _get_module_type(self._model_class),
+            subclasses=self.subclass_mode_model,
+        )
+        self.parser.add_instantiator(
+            _Guarded(_InstantiatorFn(cli=self, key="data"), "the data"),
+            _get_module_type(self._datamodule_class),
+            subclasses=self.subclass_mode_data,
+        )
+        self.parser.add_instantiator(_Guarded(_plain_instantiator, "a callback"), L.Callback)
+
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` (Lightning would replace the model's settings by the
+        checkpoint's here, silently dropping the command's: lit-distill compares them in
+        :meth:`fit` instead)."""
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not path:
+            return
+        if _subclass_of(str(self.config[subcommand].model.class_path), ExpertModule):
+            raise RunStateError(
+                "expert runs resume per expert: rerun the same command without --ckpt_path "
+                "(experts whose trajectory file exists are skipped)"
+            )
+        check_checkpoint_file(path)
+
+    def _set_seed(self) -> None:
+        # As Lightning's, without printing "Seed set to ..." before every command.
+        key = f"{self.subcommand}.seed_everything" if self.subcommand else "seed_everything"
+        seed = self.config.get(key)
+        if seed is False:
+            return
+        self.config[key] = seed_everything(
+            None if seed is True else seed, workers=True, verbose=False
+        )
 
     def before_instantiate_classes(self) -> None:
         # The shipped configs slow the progress bar's redraws down (one per step is costly);
@@ -115,22 +177,61 @@ class LitDistillCLI(LightningCLI):
             self.config[f"{prefix}.callbacks"] = [
                 c for c in callbacks if not str(c.class_path).endswith("ProgressBar")
             ]
+        if self.subcommand == "fit":
+            self._check_run_folders()
+
+    def _check_run_folders(self) -> None:
+        """Before anything is built: a distillation resumes only the same run, never starts
+        over a finished or interrupted one silently, and can write where it will write."""
+        config = self.config[self.subcommand]
+        model = config.model
+        if not _subclass_of(str(model.class_path), DistillationModule):
+            return
+        export = Path(model.init_args.get("export_dir") or config.trainer.default_root_dir or ".")
+        checkpoints = [
+            Path(c.init_args.dirpath)
+            for c in config.trainer.callbacks or []
+            if str(c.class_path).endswith("ModelCheckpoint") and c.init_args.get("dirpath")
+        ]
+        check_writable([export, *checkpoints])
+        if config.get("ckpt_path"):
+            path = Path(config.ckpt_path)
+            given = {"_class_path": str(model.class_path), **model.init_args.as_dict()}
+            given = {k: v for k, v in given.items() if v is not None}  # not linked yet
+            check_resume(given, checkpoint_hparams(path), path)
+            return
+        found = finished_or_interrupted(export, checkpoints)
+        if found and not config.get("overwrite"):
+            last = next((d / "last.ckpt" for d in checkpoints if (d / "last.ckpt").exists()), None)
+            resume = f"resume it with --ckpt_path {last}, " if last else ""
+            raise RunStateError(
+                f"{export} already holds {found}: {resume}start over with --overwrite true "
+                "(its files are replaced), or use another --trainer.default_root_dir"
+            )
 
     def fit(
         self, model: DataTask, datamodule: ImageDataModule | None = None, **kwargs: Any
     ) -> None:
         """``lit-distill fit``: experts are trained one Trainer each; other tasks fit as usual."""
         if isinstance(model, ExpertModule):
-            if kwargs.get("ckpt_path"):
-                raise ValueError(
-                    "expert runs resume per expert: rerun the same command without --ckpt_path "
-                    "(experts whose trajectory file exists are skipped)"
-                )
+            check_writable([Path(model.hparams.trajectory_dir)])
             train_experts(model, datamodule, self._fresh_trainer, logger=self.trainer.logger)
             return
+        if isinstance(model, DistillationModule) and kwargs.get("ckpt_path"):
+            self._check_resumed_data(model, kwargs["ckpt_path"])
         if getattr(model, "experts", None) is not None:
+            model.experts.data_args = json.dumps(self._data_config())
             self._train_missing_experts(model.experts)
         self.trainer.fit(model, datamodule=datamodule, **kwargs)
+
+    def _data_config(self) -> dict:
+        return self.config[self.subcommand]["data"].as_dict()
+
+    def _check_resumed_data(self, model: DistillationModule, ckpt_path: str) -> None:
+        """The data facts (known once the data is built) agree with the checkpoint's."""
+        path = Path(ckpt_path)
+        facts = {k: model.hparams[k] for k in ("dataset", "num_classes", "image_shape")}
+        check_resume(facts, checkpoint_hparams(path), path)
 
     def _fresh_trainer(self, **overrides: Any):
         """A new Trainer from the same config (callbacks that hold per-run files excluded)."""
@@ -144,6 +245,12 @@ class LitDistillCLI(LightningCLI):
             return
         if not pool.train_missing or pool.config is None:
             raise pool.not_found_error()
+        if self.trainer.fast_dev_run:
+            raise TrajectoryNotFoundError(
+                f"--trainer.fast_dev_run: {pool.missing()} of the {pool.count} experts this run "
+                f"needs are missing from {pool.directory}, and a dry run does not train them "
+                f"(that is the full expert recipe). Train them first with: {pool.command()}"
+            )
         log.info(
             "%d of %d experts in %s: training them first (%s)",
             pool.found(),
@@ -165,3 +272,34 @@ class LitDistillCLI(LightningCLI):
                 f"--model.init_args.arch_kwargs={json.dumps(pool.arch_kwargs)}",
             ]
         )
+
+
+class _Guarded:
+    """An instantiator that lets an error of the instantiated class escape the parser."""
+
+    def __init__(self, instantiate, what: str) -> None:
+        self.instantiate, self.what = instantiate, what
+
+    def __call__(
+        self, class_type: type, *args: Any, applied_instantiation_links: dict, **kwargs: Any
+    ) -> Any:
+        try:
+            links = {"applied_instantiation_links": applied_instantiation_links}
+            return self.instantiate(class_type, *args, **links, **kwargs)
+        except Exception as err:  # raised by the class itself: a bad value in the config
+            raise ConfigAbort(err, self.what) from err
+
+
+def _plain_instantiator(class_type: type, *args: Any, **kwargs: Any) -> Any:
+    kwargs.pop("applied_instantiation_links", None)
+    return class_type(*args, **kwargs)
+
+
+def _subclass_of(class_path: str, base: type) -> bool:
+    """Whether ``class_path`` names a subclass of ``base`` (an unknown path: no)."""
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, base)

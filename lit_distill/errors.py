@@ -33,9 +33,23 @@ class SyntheticSetError(LitDistillError, ValueError):
     """A synthetic-set file is unusable or belongs to another dataset."""
 
 
+class SyntheticSetNotFoundError(LitDistillError, FileNotFoundError):
+    """No synthetic-set file where one was given."""
+
+
 class ConfigNotFoundError(LitDistillError, FileNotFoundError):
     """A ``--config`` value is neither a file nor the name of a shipped config."""
 
 
 class DivergenceError(LitDistillError, FloatingPointError):
     """A run produced a non-finite loss, gradient or parameter, or a non-positive learned lr."""
+
+
+class ConfigAbort(BaseException):
+    """Carries an error raised while the command line instantiates a class, past the argument
+    parser (which would otherwise turn it into a dump of the whole configuration); the
+    ``lit-distill`` command prints ``error`` as one line."""
+
+    def __init__(self, error: BaseException, what: str) -> None:
+        super().__init__(str(error))
+        self.error, self.what = error, what

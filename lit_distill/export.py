@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from lit_distill.data.images import LabeledImages
-from lit_distill.errors import SyntheticSetError
+from lit_distill.errors import SyntheticSetError, SyntheticSetNotFoundError
 from lit_distill.fileio import checksum, write_atomic
 from lit_distill.multiformation import decode_per_class
 from lit_distill.synthetic import SyntheticSet
@@ -246,10 +246,13 @@ def load_synthetic(path: str | Path) -> SyntheticData:
             fields, damaged or inconsistent content.
     """
     path = Path(path)
+    if not path.is_file():
+        raise SyntheticSetNotFoundError(
+            f"no synthetic set at {path}: give the path of an export (synthetic_final.pt or "
+            "synthetic_best.pt, in the distillation's run folder)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as err:  # truncated zip, garbage, a pickle of foreign objects...
         raise SyntheticSetError(
             f"{path} is not a readable lit-distill synthetic set ({type(err).__name__}: {err}); "

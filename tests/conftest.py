@@ -17,6 +17,22 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
+def quiet_trainer(tmp_path, **kwargs):
+    """A one-epoch CPU Trainer that writes nothing but what a test asks for."""
+    import lightning as L
+
+    options = dict(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    return L.Trainer(**{**options, **kwargs})
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run the test from an empty folder (relative paths in configs land there)."""

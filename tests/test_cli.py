@@ -94,9 +94,10 @@ def test_cli_trains_two_experts_then_skips_them(in_tmp, run_cli):
     assert (in_tmp / "runs/tb/experts_digits/expert_001").is_dir()
 
 
-def test_expert_runs_refuse_ckpt_path(in_tmp, run_cli):
-    with pytest.raises(ValueError, match="resume per expert"):
+def test_expert_runs_refuse_ckpt_path(in_tmp, run_cli, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         run_cli("fit", "--config", "experts_digits.yaml", "--ckpt_path", "x.ckpt")
+    assert exit_info.value.code == 2 and "resume per expert" in capsys.readouterr().err
 
 
 def test_distillation_without_experts_names_the_command(in_tmp, run_cli, capsys):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
-from conftest import make_trajectory
+from conftest import make_trajectory, quiet_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_distill.data import DigitsDataModule
@@ -41,17 +40,7 @@ def tgdd(tmp_path, **kwargs) -> TGDDModule:
     return TGDDModule(**FACTS, **settings, export_dir=str(tmp_path))
 
 
-def trainer(tmp_path, **kwargs) -> L.Trainer:
-    options = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    return L.Trainer(**{**options, **kwargs})
+trainer = quiet_trainer
 
 
 # ---------------------------------------------------------------------- the algorithm

@@ -70,12 +70,13 @@ def test_method_comparison_runs_and_writes_its_section(in_tmp):
     import compare_methods
 
     out = in_tmp / "compare.md"
-    argv = ["--datasets", "digits", "--methods", "tgdd,mct", "--iterations", "4", "--warmup", "1"]
+    argv = ["--datasets", "digits", "--methods", "tgdd,dm,mct", "--iterations", "4"]
+    argv += ["--warmup", "1"]
     argv += ["--runs", "1", "--eval-epochs", "2", "--width", "8", "--expert-epochs", "3"]
     outcomes = compare_methods.main([*argv, "--num-experts", "1", "--work-dir", "bench"])
     ((dataset, ipc, runs, evaluation),) = outcomes
-    assert (dataset, ipc, set(runs)) == ("digits", 1, {"tgdd", "mct"})
-    assert set(evaluation["results"]) == {"tgdd", "mct", "random_real"}
+    assert (dataset, ipc, set(runs)) == ("digits", 1, {"tgdd", "dm", "mct"})
+    assert set(evaluation["results"]) == {"tgdd", "dm", "mct", "random_real"}
     assert all(r["iterations"] == 4 and r["delta"] >= 0 for r in runs.values())
     compare_methods.main([*argv, "--num-experts", "1", "--work-dir", "bench", "--out", str(out)])
     assert "| digits | 1 | mct |" in out.read_text()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
-from conftest import DIGIT_EXPERTS, make_trajectory
+from conftest import DIGIT_EXPERTS, make_trajectory, quiet_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_distill.data import DigitsDataModule
@@ -25,17 +24,7 @@ MATCH = dict(
 )  # fmt: skip
 
 
-def trainer(tmp_path, **kwargs) -> L.Trainer:
-    options = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-    )
-    return L.Trainer(**{**options, **kwargs})
+trainer = quiet_trainer
 
 
 def fit(model, tmp_path, **kwargs):

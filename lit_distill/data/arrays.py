@@ -1,5 +1,6 @@
 """Datasets given as arrays: a ``.npz`` archive, or scikit-learn's embedded 8x8 digits."""
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +82,14 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     f"expected {NPZ_FORMAT}"
                 )
             return {key: archive[key] for key in (*NPZ_KEYS, "classes") if key in archive.files}
-    except ValueError as error:  # e.g. object arrays, which need pickle
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        # object arrays (which need pickle), a truncated or damaged archive, not an archive
         if isinstance(error, DatasetFormatError):
             raise
-        message = f"{path} cannot be read ({error}); expected {NPZ_FORMAT}"
+        message = (
+            f"{path} cannot be read ({type(error).__name__}: {error}): it is damaged or not an "
+            f".npz archive; write it again ({NPZ_FORMAT})"
+        )
         raise DatasetFormatError(message) from None
 
 

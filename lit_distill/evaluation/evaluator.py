@@ -17,7 +17,7 @@ from lit_distill.data import LabeledImages
 from lit_distill.evaluation.protocols import EvalProtocol, resolve_protocol
 from lit_distill.evaluation.train import accuracy, train_on_synthetic
 from lit_distill.export import SyntheticData
-from lit_distill.models import build_model
+from lit_distill.models import build_model, check_model
 from lit_distill.seeding import derive_seed, generator
 
 # Keys of the two random streams of a run (network initialisation, every training draw) and
@@ -91,6 +91,7 @@ class SyntheticEvaluator:
     ) -> None:
         if num_runs < 1:
             raise ValueError(f"num_runs must be at least 1, got {num_runs}")
+        check_model(arch, arch_kwargs)
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.protocol = resolve_protocol(protocol, **overrides)
         self.num_runs, self.seed = num_runs, seed

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_distill.errors import SyntheticSetError
+from lit_distill.errors import SyntheticSetError, SyntheticSetNotFoundError
 from lit_distill.evaluation.evaluator import (
     EvalResult,
     SyntheticEvaluator,
@@ -113,7 +113,10 @@ class EvaluationModule(DataTask):
     def _load(self, path: str | None) -> SyntheticData | None:
         if path is None:
             return None
-        data = load_synthetic(path)
+        try:
+            data = load_synthetic(path)
+        except SyntheticSetNotFoundError as err:
+            raise SyntheticSetNotFoundError(f"--model.synthetic {path}: {err}") from err
         data.check_dataset(self.dataset_name, self.num_classes, self.image_shape)
         return data
 

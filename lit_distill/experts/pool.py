@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from lit_distill.errors import TrajectoryMismatchError, TrajectoryNotFoundError
+from lit_distill.models import check_model
 from lit_distill.trajectory import SnapshotBank, list_experts, load_trajectories
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,11 @@ class ExpertPool:
     ) -> None:
         if count < 1:
             raise ValueError(f"num_experts must be at least 1, got {count}")
+        check_model(arch, arch_kwargs)
         self.directory, self.count = Path(directory), count
         self.config, self.train_missing = config, train_missing
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
+        self.data_args: str | None = None  # the run's --data (JSON), for the commands it prints
 
     def found(self) -> int:
         """How many expert files are in the folder now."""
@@ -60,8 +63,10 @@ class ExpertPool:
         """The ``lit-distill`` command that trains the experts this run needs (in ``directory``,
         default: this pool's folder)."""
         config = self.config or "<an experts config: see `lit-distill configs`>"
-        parts = [
-            f"lit-distill fit --config {config}",
+        parts = [f"lit-distill fit --config {config}"]
+        if self.data_args:
+            parts.append(f"--data '{self.data_args}'")
+        parts += [
             f"--model.init_args.trajectory_dir {directory or self.directory}",
             f"--model.init_args.num_experts {self.count}",
             f"--model.init_args.arch {self.arch}",
@@ -95,6 +100,7 @@ class ExpertPool:
         """
         fix = self.command()
         trajectories = load_trajectories(self.directory, self.count, fix=fix)
+        fresh = f"{self.directory}_{self.arch}"
         for traj, path in zip(trajectories, list_experts(self.directory), strict=False):
             traj.check_compatible(
                 net,
@@ -105,8 +111,10 @@ class ExpertPool:
                 arch=self.arch,
                 arch_kwargs=self.arch_kwargs,
                 source=str(path),
-                fix=f"Experts must match the run: train them in a new folder, or delete the "
-                f"mismatched files, with: {fix}",
+                fix=f"These experts were trained for another run. Train matching ones in a new "
+                f"folder with: {self.command(directory=fresh)} and rerun with "
+                f"--model.init_args.trajectory_dir {fresh} (or delete the files in "
+                f"{self.directory} and rerun: missing experts are trained first)",
             )
         bank = SnapshotBank(trajectories)
         if bank.num_epochs < min_epochs:

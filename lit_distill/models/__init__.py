@@ -11,6 +11,7 @@ from lit_distill.models.convnet import ConvNet, FeatureClassifier
 from lit_distill.models.registry import (
     available_models,
     build_model,
+    check_model,
     model_options,
     register_model,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "VGG11",
     "available_models",
     "build_model",
+    "check_model",
     "model_options",
     "register_model",
 ]

@@ -74,15 +74,20 @@ def build_model(
         ValueError: Unknown ``arch``, or an option value the network cannot use.
         TypeError: An option the network does not have.
     """
+    check_model(arch, arch_kwargs)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    model_class, defaults = _MODELS[arch]
+    return model_class(num_classes, tuple(image_shape), **{**defaults, **arch_kwargs})
+
+
+def check_model(arch: str, arch_kwargs: dict[str, Any] | None = None) -> None:
+    """Raise what :func:`build_model` would for an unknown name or option, without building."""
     if arch not in _MODELS:
         close = difflib.get_close_matches(arch.lower(), _MODELS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown arch {arch!r}{hint}; available: {available_models()}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    model_class, defaults = _MODELS[arch]
-    _check_options(arch, model_class, arch_kwargs)
-    return model_class(num_classes, tuple(image_shape), **{**defaults, **arch_kwargs})
+    _check_options(arch, _MODELS[arch][0], dict(arch_kwargs or {}))
 
 
 def model_options(arch: str, **arch_kwargs: Any) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""Checks on a run's folders and checkpoint before anything is written or trained.
+
+* A checkpoint given with ``--ckpt_path`` must exist and be a complete checkpoint file, and the
+  run it continues must be the same distillation: settings that define what is being learned
+  (:data:`FIXED`) must agree with the checkpoint's; everything else (iterations, export folder,
+  logging and evaluation cadence, learning rates...) takes the value given now.
+* A fresh run does not silently start over in a folder that holds a finished or interrupted run
+  (``--overwrite true`` says to replace it).
+* The folders a run writes to are writable (checked at set-up, not at the first export).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lit_distill.errors import LitDistillError
+
+#: Hyper-parameters that define what a distillation learns: a resume must keep them.
+FIXED = (
+    "_class_path", "dataset", "num_classes", "image_shape", "ipc", "factor", "arch",
+    "arch_kwargs", "image_space",
+)  # fmt: skip
+
+
+class RunStateError(LitDistillError, ValueError):
+    """A checkpoint or a run folder does not allow what the command asks."""
+
+
+def check_checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint at ``path``, if it exists and is a complete file (read without unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        folder = path.parent if path.parent.is_dir() else None
+        found = sorted(p.name for p in folder.glob("*.ckpt")) if folder else []
+        hint = f" ({folder} holds: {', '.join(found)})" if found else ""
+        raise RunStateError(
+            f"--ckpt_path {path}: no such checkpoint{hint}. Give the last.ckpt of the run to "
+            "resume (in its checkpoints folder), or leave --ckpt_path out to start a new run"
+        )
+    if not zipfile.is_zipfile(path):
+        raise RunStateError(
+            f"--ckpt_path {path} is not a complete checkpoint (truncated, or not one): resume "
+            "from an earlier checkpoint of the run, or start over without --ckpt_path"
+        )
+    return path
+
+
+def checkpoint_hparams(path: Path) -> dict[str, Any]:
+    """The hyper-parameters stored in a checkpoint (memory-mapped, no code executed)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # a damaged archive, or objects a weights-only load refuses
+        raise RunStateError(
+            f"--ckpt_path {path} cannot be read ({type(err).__name__}: {err})"
+        ) from err
+    return dict(checkpoint.get("hyper_parameters", {}))
+
+
+def check_resume(hparams: dict[str, Any], stored: dict[str, Any], path: Path) -> None:
+    """Refuse a resume whose fixed settings contradict the checkpoint's (both values named)."""
+    differing = [
+        key for key in FIXED
+        if key in stored and key in hparams and _plain(stored[key]) != _plain(hparams[key])
+    ]  # fmt: skip
+    if differing:
+        details = "; ".join(
+            f"{key}: checkpoint {_plain(stored[key])!r}, now {_plain(hparams[key])!r}"
+            for key in differing
+        )
+        raise RunStateError(
+            f"--ckpt_path {path} continues another distillation ({details}). These settings "
+            "cannot change on resume: use the checkpoint's values, or start a new run in "
+            "another folder"
+        )
+
+
+def finished_or_interrupted(export_dir: Path, checkpoint_dirs: Iterable[Path]) -> str | None:
+    """What a folder already holds that a fresh run would overwrite (None: nothing)."""
+    final = export_dir / "synthetic_final.pt"
+    if final.exists():
+        return f"a finished run ({final})"
+    for folder in checkpoint_dirs:
+        last = folder / "last.ckpt"
+        if last.exists():
+            return f"an interrupted run ({last})"
+    return None
+
+
+def check_writable(folders: Iterable[Path]) -> None:
+    """Every folder can be created and written to (nothing is left behind)."""
+    for folder in folders:
+        folder = Path(folder)
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not (
+            existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+        ):
+            raise RunStateError(
+                f"{folder} cannot be written ({existing} is not a writable folder): choose another "
+                "folder (--trainer.default_root_dir, --model.init_args.export_dir, or the "
+                "checkpoint callback's dirpath)"
+            )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
