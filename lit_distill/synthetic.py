@@ -303,6 +303,17 @@ class SyntheticSet(nn.Module):
         """Decoded training images of class ``c`` (differentiable)."""
         return self.decoded([c])[0]
 
+    def class_rows(self, c: int) -> slice:
+        """The stored rows of class ``c`` (class-major: a contiguous block)."""
+        if not 0 <= c < self.num_classes:
+            raise IndexError(f"class {c} out of range [0, {self.num_classes})")
+        return slice(c * self.ipc, (c + 1) * self.ipc)
+
+    def decode(self, stored: Tensor) -> Tensor:
+        """Training images of stored images of ONE class (multi-formation, differentiable)."""
+        targets = torch.zeros(stored.shape[0], dtype=torch.long, device=stored.device)
+        return decode_per_class(stored, targets, self.factor, stored.shape[0])[0]
+
     @torch.no_grad()
     def clamp_(self) -> None:
         """Put pixels back into [0, 1] after an update (images in input space are never

@@ -272,3 +272,28 @@ def test_reference_mix_initialisation_takes_each_class_s_first_images_nearest() 
         expected = F.interpolate(first, size=(4, 4))  # nearest, F.interpolate's default
         tiles = synset.images.detach()[c].unfold(1, 4, 4).unfold(2, 4, 4)  # (C, 2, 2, 4, 4)
         assert torch.equal(tiles.permute(1, 2, 0, 3, 4).reshape(4, 3, 4, 4), expected)
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_per_class_leaves_give_the_whole_set_gradient(factor: int) -> None:
+    """DM backpropagates one class at a time through a leaf of that class's stored rows; the
+    summed row gradients must equal the gradient through the whole set."""
+    syn = SyntheticSet(3, 2, (3, 8, 8), factor=factor)
+    with torch.no_grad():
+        syn.images.copy_(torch.rand(syn.images.shape, generator=gen(2)))
+    weights = torch.rand(3, 3, 8, 8, generator=gen(3))
+
+    def loss(decoded: torch.Tensor, c: int) -> torch.Tensor:
+        return (decoded * weights[c]).sin().sum() * (c + 1)
+
+    sum(loss(syn.class_images(c), c) for c in range(3)).backward()
+    whole = syn.images.grad.clone()
+    syn.images.grad = torch.zeros_like(syn.images)
+    for c in range(3):
+        rows = syn.class_rows(c)
+        stored = syn.images[rows].detach().requires_grad_(True)
+        loss(syn.decode(stored), c).backward()
+        syn.images.grad[rows] += stored.grad
+    torch.testing.assert_close(syn.images.grad, whole)
+    with pytest.raises(IndexError):
+        syn.class_rows(3)

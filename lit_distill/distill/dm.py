@@ -112,9 +112,9 @@ class DMModule(DistillationModule):
         extractor.load_state_dict(template.state_dict())
         return extractor, None
 
-    def synthetic_batch(self, c: int, rng: torch.Generator) -> Tensor:
-        """The decoded synthetic images of class ``c`` (at most ``syn_batch``, differentiable)."""
-        syn = self.synthetic.class_images(c)
+    def synthetic_batch(self, stored: Tensor, rng: torch.Generator) -> Tensor:
+        """The decoded images of one class's ``stored`` images (at most ``syn_batch``)."""
+        syn = self.synthetic.decode(stored)
         limit = self.hparams.syn_batch
         if limit is not None and syn.shape[0] > limit:
             syn = syn[torch.randperm(syn.shape[0], generator=rng)[:limit].to(syn.device)]
@@ -126,6 +126,9 @@ class DMModule(DistillationModule):
         critic = critic if self.alpha > 0 else None
         hp = self.hparams
         scale = self.loss_scale()
+        images = self.synthetic.images
+        if images.grad is None:  # one gradient buffer; each class adds into its own rows
+            images.grad = torch.zeros_like(images)
         totals = torch.zeros(2, device=self.device)
         mine = list(range(self.global_rank, self.num_classes, self.trainer.world_size))
         per_forward = max(1, hp.real_forward_batch // hp.real_batch)  # classes per real forward
@@ -139,9 +142,15 @@ class DMModule(DistillationModule):
                 real.append(self.inputs(pixels, "pixel", plans[-1]))
             means = real_class_means(extractor, real)
             for c, stream, plan, mean in zip(classes, streams, plans, means, strict=True):
-                syn = self.inputs(self.synthetic_batch(c, stream), self.synthetic.space, plan)
+                # The class's stored images as a leaf of their own: its backward touches only
+                # them (a backward through a slice of the whole set would allocate a gradient
+                # of the whole set for every class).
+                rows = self.synthetic.class_rows(c)
+                stored = images[rows].detach().requires_grad_(True)
+                syn = self.inputs(self.synthetic_batch(stored, stream), self.synthetic.space, plan)
                 mmd, ce = class_losses(extractor, critic, mean, syn, c)
                 ((mmd + self.alpha * ce) * scale).backward()  # one class's graph at a time
+                images.grad[rows] += stored.grad
                 totals += torch.stack([mmd.detach(), ce.detach()])
         mmd, ce = totals
         logs = {"train/mmd": mmd}
