@@ -30,3 +30,4 @@ unset OMP_NUM_THREADS
 python benchmarks/expert_throughput.py --out "$out"
 python benchmarks/expert_throughput.py --width 8 --repeats 5 --out "$out"
 python benchmarks/distill_cost.py --out "$out"
+python benchmarks/test_time.py --full --out "$out"

@@ -43,6 +43,7 @@ from lit_distill.runs import (
     check_writable,
     checkpoint_hparams,
     finished_or_interrupted,
+    removed_if_refused,
 )
 from lit_distill.task import DataTask
 
@@ -222,7 +223,14 @@ class LitDistillCLI(LightningCLI):
         if getattr(model, "experts", None) is not None:
             model.experts.data_args = json.dumps(self._data_config())
             self._train_missing_experts(model.experts)
-        self.trainer.fit(model, datamodule=datamodule, **kwargs)
+        trainer = self.trainer
+        written = [trainer.default_root_dir, *(lg.log_dir for lg in trainer.loggers if lg.log_dir)]
+        if isinstance(model, DistillationModule) and model.hparams.export_dir:
+            written.append(model.hparams.export_dir)
+        started = _FitStarted()
+        trainer.callbacks.append(started)
+        with removed_if_refused(written, lambda: started.started):
+            trainer.fit(model, datamodule=datamodule, **kwargs)
 
     def _data_config(self) -> dict:
         return self.config[self.subcommand]["data"].as_dict()
@@ -272,6 +280,15 @@ class LitDistillCLI(LightningCLI):
                 f"--model.init_args.arch_kwargs={json.dumps(pool.arch_kwargs)}",
             ]
         )
+
+
+class _FitStarted(L.Callback):
+    """Knows whether a fit got past set-up (the checks that need the data)."""
+
+    started = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = True
 
 
 class _Guarded:

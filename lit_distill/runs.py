@@ -7,13 +7,17 @@
 * A fresh run does not silently start over in a folder that holds a finished or interrupted run
   (``--overwrite true`` says to replace it).
 * The folders a run writes to are writable (checked at set-up, not at the first export).
+* A run refused once the Trainer has started (checks that need the data, e.g. experts that do not
+  fit it) leaves nothing behind: the folders it created (logs, config copy) are removed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +109,33 @@ def check_writable(folders: Iterable[Path]) -> None:
                 "folder (--trainer.default_root_dir, --model.init_args.export_dir, or the "
                 "checkpoint callback's dirpath)"
             )
+
+
+def new_folders(folders: Iterable[str | Path]) -> list[Path]:
+    """The outermost missing folder on the way to each of ``folders`` (those a run would create)."""
+    fresh = []
+    for folder in folders:
+        missing = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
+        if missing and missing[-1] not in fresh:
+            fresh.append(missing[-1])
+    return fresh
+
+
+@contextmanager
+def removed_if_refused(
+    folders: Iterable[str | Path], started: Callable[[], bool]
+) -> Iterator[None]:
+    """Remove the folders the block creates under ``folders`` when it raises a lit-distill error
+    before ``started()`` (a refused run writes nothing); a run that has started keeps its files
+    (its last good checkpoint and export)."""
+    fresh = new_folders(folders)
+    try:
+        yield
+    except LitDistillError:
+        if not started():
+            for folder in fresh:
+                shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _plain(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """Bad input through the command line: one line naming the setting, exit status 2, nothing written.
 
 The battery runs ``lit_distill.main.main`` in this process (the console script's own code path,
-without a new interpreter per case); a few representative cases also run as real subprocesses.
+fast enough for the default run), and again, every case, through the real command line in a
+subprocess (marked slow: CI runs it).
 Each case checks: exit status 2, exactly one ``lit-distill: error`` line on stderr that names the
 setting, no traceback and no parser dump, and no new file that a later command would load
 (trajectories, exports, checkpoints).
@@ -48,6 +49,16 @@ def truncate(path: Path) -> Path:
 @pytest.fixture
 def bad(in_tmp) -> Path:
     """Files for every case: datasets, experts, exports and checkpoints, good and broken."""
+    return make_bad(in_tmp)
+
+
+@pytest.fixture(scope="module")
+def bad_shared(tmp_path_factory) -> Path:
+    """``bad`` made once for the subprocess battery (its cases write nothing, checked)."""
+    return make_bad(tmp_path_factory.mktemp("bad"))
+
+
+def make_bad(in_tmp: Path) -> Path:
     write_experts(in_tmp / "experts")
     write_experts(in_tmp / "wide", arch_kwargs={"width": 16, "depth": 2})
     write_experts(in_tmp / "mnist_experts", dataset="mnist")
@@ -120,8 +131,12 @@ def loadable(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.suffix in LOADABLE}
 
 
+def everything(folder: Path) -> set[Path]:
+    return set(folder.rglob("*"))
+
+
 def fails_cleanly(args: list[str], names: str, capsys, folder: Path) -> str:
-    before = loadable(folder)
+    before, files = loadable(folder), everything(folder)
     with pytest.raises(SystemExit) as exit_info:
         main([*args, *QUIET])
     err = capsys.readouterr().err
@@ -131,6 +146,7 @@ def fails_cleanly(args: list[str], names: str, capsys, folder: Path) -> str:
     assert names in errors[0], errors[0]
     assert "Traceback" not in err and "Given value" not in err, err
     assert loadable(folder) == before  # nothing a later command would load
+    assert everything(folder) == files, everything(folder) - files  # nor anything else
     return errors[0]
 
 
@@ -173,17 +189,32 @@ def test_a_diverging_run_stops_with_a_non_zero_exit(bad, capsys):
     assert Path("runs/tgdd_digits/synthetic_last_good.pt").exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", ["npz missing", "ipc 0", "missing ckpt"])
-def test_bad_input_from_a_real_command_line(case, bad):
-    args, names = CASES[case]
-    done = subprocess.run(
-        [sys.executable, "-m", "lit_distill", *args, *QUIET], cwd=bad, capture_output=True,
+def command_line(args: list[str], folder: Path) -> subprocess.CompletedProcess:
+    """``lit-distill ARGS`` as a user runs it: a new interpreter in ``folder``."""
+    return subprocess.run(
+        [sys.executable, "-m", "lit_distill", *args, *QUIET], cwd=folder, capture_output=True,
         text=True, timeout=300, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_from_a_real_command_line(case, bad_shared):
+    args, names = CASES[case]
+    before = loadable(bad_shared)
+    done = command_line(args, bad_shared)
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
     assert done.returncode == 2 and len(errors) == 1 and names in errors[0], done.stderr
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "Given value" not in done.stderr, done.stderr
+    assert loadable(bad_shared) == before
+
+
+@pytest.mark.slow
+def test_a_nan_learning_rate_from_a_yaml_config_stops_the_real_command_line(bad_shared):
+    (bad_shared / "nan.yaml").write_text("model:\n  init_args:\n    lr_images: .nan\n")
+    done = command_line([*TGDD, "--config", "nan.yaml"], bad_shared)
+    assert done.returncode == 2 and "lr_images" in done.stderr, done.stderr
+    assert not (bad_shared / "runs").exists()
 
 
 # ---------------------------------------------------------------------- files that run code
