@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -65,7 +66,7 @@ def run(args, name: str, config: str, world: int, extra: list[str]) -> dict:
         "--trainer.enable_model_summary=false", "--trainer.logger=false",
         "--trainer.enable_checkpointing=false", "--trainer.callbacks=[]",
         "--trainer.callbacks+=bench_callbacks.IterationClock", f"--trainer.callbacks.path={out}",
-        f"--trainer.default_root_dir={args.work_dir / name}", *extra,
+        f"--trainer.default_root_dir={args.work_dir / name}", "--overwrite=true", *extra,
     ]  # fmt: skip
     if world > 1:
         cmd.append("--trainer.strategy=ddp")
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     def task_args(name: str, run_index: int) -> list[str]:
         if name == "experts":  # a fresh folder per run: nothing is skipped
             folder = args.work_dir / f"trained_{run_index}"
+            shutil.rmtree(folder, ignore_errors=True)
             return [
                 "--model.init_args.epochs=2", "--model.init_args.num_experts=1",
                 f"--model.init_args.trajectory_dir={folder}", "--trainer.limit_val_batches=0",
