@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rerun every measurement with its CPU defaults and rewrite benchmarks/RESULTS.md.
-# Takes several hours on 2 cores (the every-method comparison alone about one and a half);
+# Takes several hours on 2 cores (the every-method comparison alone about one and a half on MNIST and CIFAR-10);
 # each script's --help shows how to scale it up (e.g. --device cuda --width 128 on a GPU).
 # Timing scripts run alone; each process uses one thread (OMP_NUM_THREADS=1) unless it says so.
 set -euo pipefail
@@ -17,12 +17,15 @@ HEADER
 export OMP_NUM_THREADS=1
 python benchmarks/trajectory_storage.py --out "$out"
 python benchmarks/quickstart_time.py --out "$out"
-python benchmarks/compare_methods.py --datasets digits,mnist,cifar10 --ipc 1 --out "$out"
+python benchmarks/compare_methods.py --datasets mnist --ipc 1 --out "$out"
+python benchmarks/compare_methods.py --datasets cifar10 --ipc 1 --num-experts 1 --out "$out"
 python benchmarks/distill_accuracy.py --out "$out"
 python benchmarks/unroll_memory.py --out "$out"
 python benchmarks/convex_line.py --out "$out"
 python benchmarks/mct_convergence.py --out "$out"
 python benchmarks/tgdd_memory.py --out "$out"
+python benchmarks/tgdd_memory.py --width 128 --out "$out"
+python benchmarks/tgdd_memory.py --malloc-mmap-threshold 65536 --out "$out"
 python benchmarks/tgdd_speed.py --out "$out"
 python benchmarks/precision.py --out "$out"
 python benchmarks/ddp_scaling.py --out "$out"
