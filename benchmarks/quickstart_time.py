@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 
-from common import add_output_arguments, command_line, emit, section
+from common import add_output_arguments, children_cpu, command_line, emit, section
 
 ROW = re.compile(r"^\| (tgdd|random_real) \|.*\| ([\d.]+) ± ([\d.]+) \| \d+ \|$", re.MULTILINE)
 
@@ -33,12 +32,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     add_output_arguments(parser)
     return parser.parse_args(argv)
-
-
-def children_cpu() -> float:
-    """CPU seconds (user + system) of this process's finished children."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(config: str, overrides: Sequence[str], bar: bool) -> tuple[float, float, str]:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import resource
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import add_output_arguments, command_line, emit, section, table
+from common import add_output_arguments, children_cpu, command_line, emit, section, table
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"^=*\s*(\d+ (passed|failed).*) in [\d.]+s.*$", re.MULTILINE)
@@ -33,11 +32,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true", help="also time CI's full run")
     add_output_arguments(parser)
     return parser.parse_args(argv)
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def timed(extra: Sequence[str]) -> tuple[float, float, str]:
