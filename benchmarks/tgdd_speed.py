@@ -5,9 +5,13 @@ network, augmentation and multi-formation code as the app: per iteration it load
 and a critic snapshot, clamps the pixels, then for EACH class samples a real batch, augments
 ``cat(real, synthetic)`` with one siamese DSA call (after normalisation), matches mean features
 (real side without gradient), adds alpha times the critic's cross-entropy, and takes an
-optimiser step. The app (``TGDDModule`` in a Trainer) pushes several classes' real batches
-through the extractor in one no-grad forward and takes one step per iteration after class-by-
-class backwards.
+optimiser step; like the TGDD code, it leaves the networks' parameters trainable (so the
+backward also computes their gradients) and runs them in the default layout. The app
+(``TGDDModule`` in a Trainer) freezes the networks, runs them channels-last on the CPU, pushes
+the real images through in small chunks (several classes' batches in one forward on a GPU), runs
+the synthetic images through once when the critic is the extractor's own snapshot, and takes one
+step per iteration after class-by-class backwards. ``--channels-last`` and
+``--real-forward-batch`` set the app's options, to see what each part is worth.
 
 Both sides run in this process on the same data, settings and snapshots, alternating (app,
 plain, plain, app, ...) over ``--rounds``; per iteration the wall time and the process CPU time
@@ -47,8 +51,12 @@ from lit_distill.multiformation import decode_multiformation
 from lit_distill.trajectory import SnapshotBank, Trajectory, expert_path
 
 
-def fake_experts(folder: Path, dm, width: int, epochs: int = 3) -> SnapshotBank:
-    """Two random trajectories of the right shape (their values do not change the cost)."""
+def fake_experts(folder: Path, dm, width: int, epochs: int = 60) -> SnapshotBank:
+    """Two random trajectories of the right shape (their values do not change the cost).
+
+    60 epochs as the TGDD recipe's experts, so that the stages drawn (and how often the critic
+    is the extractor's own snapshot) follow the real distribution.
+    """
     torch.manual_seed(0)
     net = build_model("convnet3", dm.num_classes, dm.image_shape, width=width)
     names = [n for n, _ in net.named_parameters()]
@@ -95,6 +103,7 @@ def app_round(args, dm, folder: Path) -> tuple[list[float], list[float]]:
         real_batch=args.real_batch, lr_images=0.01 * args.ipc, alpha=2.5, image_every=0,
         iterations=args.warmup + args.iterations, export_dir=str(folder), init="real",
         augment="color_crop_cutout", augment_mode="idc", image_space="pixel",
+        channels_last=args.channels_last, real_forward_batch=args.real_forward_batch,
     )  # fmt: skip
     clock = Clock(torch.device(args.device))
     trainer = L.Trainer(
@@ -166,10 +175,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=4, help="rounds, sides alternated")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--channels-last", choices=("auto", "on", "off"), default="auto",
+        help="the app's channels_last setting (auto: the app's default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--real-forward-batch", type=int, default=None,
+        help="the app's real_forward_batch (default: the app's automatic choice)",
+    )  # fmt: skip
     parser.add_argument("--work-dir", type=Path, default=Path("runs/bench/tgdd_speed"))
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
+    args.channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     dm = load_data(args)
     folder = args.work_dir / f"experts_w{args.width}"
     bank = fake_experts(folder, dm, args.width)
@@ -202,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "data": f"{args.name} ({len(dm.train_set)} training images)",
         "network": f"convnet3 width {args.width}", "ipc": args.ipc, "factor": args.factor,
         "real_batch": args.real_batch, "augment": "color_crop_cutout (idc), siamese",
+        "app": f"channels_last={args.channels_last}, real_forward_batch={args.real_forward_batch}"
+        " (None: automatic)",
     }  # fmt: skip
     title = "TGDD: time per iteration, app vs a plain loop shaped like the TGDD code"
     emit(section(title, command_line(__file__, argv), args.device, settings, body), args.out)

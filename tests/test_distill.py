@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_trajectory, quiet_trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lit_distill.data import DigitsDataModule
 from lit_distill.distill import DMModule, TGDDModule
 from lit_distill.distill.matching import (
+    StagePick,
     class_losses,
+    largest_activation,
     mean_embedding_mmd,
     real_class_means,
     sample_stage,
@@ -65,6 +67,95 @@ def test_class_losses_reach_the_synthetic_images_only():
     assert all(r.grad is None for r in real)  # no gradient through the real side
     _, no_critic = class_losses(net, None, means[1], syn, 1)
     assert no_critic == 0
+
+
+def test_real_means_in_small_chunks_equal_one_forward():
+    torch.manual_seed(0)
+    net = build_model("convnet3", 3, (1, 8, 8), width=8).requires_grad_(False)
+    real = [torch.rand(n, 1, 8, 8) for n in (6, 3, 7)]
+    whole = real_class_means(net, real)
+    for chunk in (1, 4, 5, 16):  # chunks that cut through classes, and one larger than all
+        torch.testing.assert_close(real_class_means(net, real, chunk), whole)
+
+
+def test_largest_activation_is_the_widest_layer_output_of_one_image():
+    net = build_model("convnet3", 10, (3, 32, 32), width=8, norm="batch").train()
+    stats = net.features[0].norm.running_mean.clone()
+    assert largest_activation(net, (3, 32, 32), torch.device("cpu")) == 8 * 32 * 32 * 4
+    assert net.training and torch.equal(net.features[0].norm.running_mean, stats)  # untouched
+    grey = build_model("convnet3", 10, (1, 28, 28), width=4)  # padding 3: 28 -> 32 px
+    assert largest_activation(grey, (1, 28, 28), torch.device("cpu")) == 4 * 32 * 32 * 4
+
+
+def test_a_critic_that_is_the_extractor_costs_one_forward_and_changes_nothing():
+    torch.manual_seed(0)
+    net = build_model("convnet3", 3, (1, 8, 8), width=8).requires_grad_(False)
+    twin = build_model("convnet3", 3, (1, 8, 8), width=8).requires_grad_(False)
+    twin.load_state_dict(net.state_dict())
+    mean = torch.randn(net.embed_dim)
+    calls = []
+    net.features.register_forward_hook(lambda *args: calls.append(1))
+    results = []
+    for critic in (twin, net):
+        syn = torch.rand(4, 1, 8, 8, requires_grad=True)
+        with torch.no_grad():
+            syn.copy_(torch.linspace(0, 1, syn.numel()).view_as(syn))
+        mmd, ce = class_losses(net, critic, mean, syn, 2)
+        (mmd + ce).backward()
+        results.append((mmd.detach(), ce.detach(), syn.grad))
+    assert len(calls) == 2  # one forward with the twin critic, one when the critic is net
+    for separate, shared in zip(*results, strict=True):
+        torch.testing.assert_close(shared, separate)
+
+
+def test_tgdd_uses_one_network_when_the_critic_is_the_extractors_snapshot(tmp_path, monkeypatch):
+    model = tgdd(tmp_path)
+    trainer(tmp_path, max_steps=1).fit(model, datamodule=DigitsDataModule())
+    picks = iter([StagePick(1, 2, 2), StagePick(1, 2, 3)])
+    monkeypatch.setattr("lit_distill.distill.tgdd.sample_stage", lambda *args: next(picks))
+    model.log_dict = lambda *args, **kwargs: None
+    rng = torch.Generator()
+    extractor, critic = model.pick_networks(rng)
+    assert critic is extractor
+    extractor, critic = model.pick_networks(rng)
+    assert critic is not extractor
+    assert not torch.equal(extractor.classifier.weight, critic.classifier.weight)
+
+
+@pytest.mark.parametrize("method", ["dm", "tgdd"])
+def test_channels_last_and_real_chunks_change_no_result(tmp_path, method):
+    def run(**options):
+        if method == "tgdd":
+            model = tgdd(tmp_path / str(options), iterations=3, **options)
+        else:
+            model = DMModule(**FACTS, **SMALL, ipc=2, iterations=3, **options,
+                             export_dir=str(tmp_path / str(options)))  # fmt: skip
+        start = StartImages()
+        trainer(tmp_path, callbacks=[start]).fit(model, datamodule=DigitsDataModule())
+        model.start = start.images
+        return model
+
+    plain = run(channels_last=False, real_forward_batch=1024)
+    weight = plain._nets["extractor"].features[1].conv.weight
+    assert plain.real_chunk == 1024 and weight.is_contiguous()
+    auto = run()  # the CPU default: channels-last, chunks of at most 8 MiB per layer output
+    weight = auto._nets["extractor"].features[1].conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    probe = largest_activation(auto._nets["extractor"], FACTS["image_shape"], torch.device("cpu"))
+    assert auto.real_chunk == 8 * 2**20 // probe
+    small = run(real_forward_batch=5)  # chunks that cut through classes' batches
+    for model in (auto, small):
+        torch.testing.assert_close(
+            model.synthetic.images.detach(), plain.synthetic.images.detach(), rtol=1e-4, atol=1e-5
+        )
+    assert (plain.synthetic.images.detach() - plain.start).abs().max() > 1e-3  # they moved
+
+
+class StartImages(Callback):
+    """The synthetic images as training starts (after initialisation)."""
+
+    def on_train_start(self, trainer, module) -> None:
+        self.images = module.synthetic.images.detach().clone()
 
 
 def test_stage_sampling_stays_in_the_expert_region():

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from lit_distill.augment import DSA
 from lit_distill.distill.base import DistillationModule
-from lit_distill.distill.matching import class_losses, real_class_means
+from lit_distill.distill.matching import class_losses, largest_activation, real_class_means
 from lit_distill.distill.update import StepOutcome
 from lit_distill.seeding import generator
 from lit_distill.space import ImageSpace, check_space, network_inputs
@@ -19,6 +19,11 @@ from lit_distill.space import ImageSpace, check_space, network_inputs
 NETS_STREAM = 4
 CLASS_STREAM = 5
 
+#: On the CPU, real images per no-grad forward keep every layer's output under this size: glibc
+#: serves larger blocks with fresh pages from the system (a page fault per 4 KiB) rather than
+#: reusing freed memory, which costs more than the arithmetic (benchmarks/tgdd_speed.py).
+REAL_CHUNK_BYTES = 8 * 2**20
+
 
 class DMModule(DistillationModule):
     """Distribution matching (Zhao & Bilen, WACV 2023): match per-class mean features of real
@@ -26,9 +31,12 @@ class DMModule(DistillationModule):
 
     The loss is summed over classes and one optimiser step is taken per iteration, but the
     backward runs class by class (gradients accumulate), so peak memory is that of one class's
-    graph, whatever the number of classes and IPC. The real side needs no graph: the real
-    batches of several classes (each with its class's augmentation) go through the extractor in
-    one forward of up to ``real_forward_batch`` images, which saves launches on a GPU.
+    graph, whatever the number of classes and IPC. The real side needs no graph: on a GPU the
+    real batches of several classes (each with its class's augmentation) go through the
+    extractor in one forward of up to ``real_forward_batch`` images, which saves launches; on the
+    CPU they go in small chunks whose activations stay in memory the allocator reuses (a large
+    block comes fresh from the system, a page fault per page), and the networks run in the
+    channels-last layout (faster convolutions and pooling).
 
     Random draws: the networks of iteration ``i`` come from a stream keyed by ``(seed, i)``,
     and each class's real batch, augmentation and synthetic subset from one keyed by
@@ -47,7 +55,11 @@ class DMModule(DistillationModule):
         real_batch: real images per class and iteration.
         syn_batch: at most this many decoded synthetic images per class and iteration
             (``None``: all of them).
-        real_forward_batch: real images per no-grad forward (several classes at once).
+        real_forward_batch: real images per no-grad forward (several classes at once). ``None``:
+            1024 on a GPU; on the CPU as many as keep each layer's output under 8 MiB (16 for
+            ConvNet-3 width 128 at 32 px).
+        channels_last: run the networks in the channels-last memory layout (same values).
+            ``None``: on the CPU only (measured faster there; on a GPU unmeasured).
         image_space: DM optimises the normalised images themselves, unclamped (``input``).
         **kwargs: the :class:`DistillationModule` arguments (ipc, factor, init, lr_images,
             momentum_images, iterations, image_every, export_dir, real_on_device, seed).
@@ -69,7 +81,8 @@ class DMModule(DistillationModule):
         augment_space: ImageSpace = "input",
         real_batch: int = 128,
         syn_batch: int | None = None,
-        real_forward_batch: int = 1024,
+        real_forward_batch: int | None = None,
+        channels_last: bool | None = None,
         image_space: ImageSpace = "input",
         **kwargs: Any,
     ) -> None:
@@ -77,7 +90,7 @@ class DMModule(DistillationModule):
             num_classes, image_shape, mean, std, dataset, image_space=image_space, **kwargs
         )
         check_space("augment_space", augment_space)
-        if real_batch < 1 or real_forward_batch < 1 or (syn_batch is not None and syn_batch < 1):
+        if min(real_batch, real_forward_batch or 1, syn_batch or 1) < 1:
             raise ValueError(
                 f"real_batch, real_forward_batch and syn_batch must be positive, got "
                 f"{real_batch}, {real_forward_batch}, {syn_batch}"
@@ -94,9 +107,16 @@ class DMModule(DistillationModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
+        on_cpu = self.device.type == "cpu"
+        channels_last = on_cpu if self.hparams.channels_last is None else self.hparams.channels_last
+        layout = torch.channels_last if channels_last else torch.contiguous_format
         for name in ("extractor", "critic"):
             if name in self._nets:
-                self._nets[name].to(self.device)
+                self._nets[name].to(self.device, memory_format=layout)
+        self.real_chunk = self.hparams.real_forward_batch
+        if self.real_chunk is None:
+            probe = largest_activation(self._nets["extractor"], self.image_shape, self.device)
+            self.real_chunk = max(1, REAL_CHUNK_BYTES // probe) if on_cpu else 1024
 
     def pick_networks(self, rng: torch.Generator) -> tuple[nn.Module, nn.Module | None]:
         """A freshly initialised extractor (seeded from ``rng``) and no critic."""
@@ -131,7 +151,7 @@ class DMModule(DistillationModule):
             images.grad = torch.zeros_like(images)
         totals = torch.zeros(2, device=self.device)
         mine = list(range(self.global_rank, self.num_classes, self.trainer.world_size))
-        per_forward = max(1, hp.real_forward_batch // hp.real_batch)  # classes per real forward
+        per_forward = max(1, self.real_chunk // hp.real_batch)  # classes per real forward
         for first in range(0, len(mine), per_forward):
             classes = mine[first : first + per_forward]
             streams = [generator(hp.seed, CLASS_STREAM, step, c) for c in classes]
@@ -140,7 +160,7 @@ class DMModule(DistillationModule):
                 pixels = self.real.sample(c, hp.real_batch, stream).to(self.device)
                 plans.append(self.augment.draw(pixels.shape, stream))
                 real.append(self.inputs(pixels, "pixel", plans[-1]))
-            means = real_class_means(extractor, real)
+            means = real_class_means(extractor, real, self.real_chunk)
             for c, stream, plan, mean in zip(classes, streams, plans, means, strict=True):
                 # The class's stored images as a leaf of their own: its backward touches only
                 # them (a backward through a slice of the whole set would allocate a gradient

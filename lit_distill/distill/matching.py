@@ -16,18 +16,49 @@ def mean_embedding_mmd(real_features: Tensor, syn_features: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def real_class_means(extractor: nn.Module, inputs: Sequence[Tensor]) -> Tensor:
-    """Mean penultimate feature of each class's real batch, in ONE forward (no graph).
+def real_class_means(
+    extractor: nn.Module, inputs: Sequence[Tensor], chunk: int | None = None
+) -> Tensor:
+    """Mean penultimate feature of each class's real batch, without a graph.
+
+    The batches are concatenated and go through the extractor ``chunk`` images at a time (all
+    at once when ``None``): one forward for several classes saves launches on a GPU, small
+    chunks keep every activation in memory the CPU allocator reuses.
 
     Args:
         extractor: network whose ``embed`` is matched.
         inputs: network inputs of each class's real batch (already augmented).
+        chunk: images per forward.
 
     Returns:
         (len(inputs), D) means, one row per class.
     """
-    features = extractor.embed(torch.cat(list(inputs)))
+    batch = torch.cat(list(inputs))
+    pieces = [batch] if chunk is None else batch.split(chunk)
+    features = torch.cat([extractor.embed(piece) for piece in pieces])
     return torch.stack([f.mean(0) for f in features.split([x.shape[0] for x in inputs])])
+
+
+@torch.no_grad()
+def largest_activation(net: nn.Module, image_shape: Sequence[int], device: torch.device) -> int:
+    """Bytes of the largest output of any layer of ``net`` for ONE image (a probe forward)."""
+    sizes = [0]
+
+    def record(module, args, output) -> None:
+        if isinstance(output, Tensor):
+            sizes.append(output.numel() * output.element_size())
+
+    leaves = [m for m in net.modules() if not any(True for _ in m.children())]
+    hooks = [m.register_forward_hook(record) for m in leaves]
+    training = net.training
+    try:
+        net.eval()  # no batch statistics updated by the probe
+        net(torch.zeros(1, *image_shape, device=device))
+    finally:
+        net.train(training)
+        for hook in hooks:
+            hook.remove()
+    return max(sizes)
 
 
 def class_losses(
@@ -46,16 +77,21 @@ def class_losses(
 
     Args:
         extractor: network whose penultimate features are matched (``embed``).
-        critic: network that classifies the synthetic images, or ``None``.
+        critic: network that classifies the synthetic images, or ``None``; when it is the
+            extractor itself, the synthetic images go through it once.
         real_mean: the class's mean real feature (D,).
         synthetic: network inputs of the class's synthetic images (augmented like the real ones).
         label: the class.
     """
-    mmd = (real_mean - extractor.embed(synthetic).mean(0)).pow(2).sum()
+    features = extractor.embed(synthetic)
+    mmd = (real_mean - features.mean(0)).pow(2).sum()
     if critic is None:
         return mmd, torch.zeros((), device=synthetic.device)
     targets = torch.full((synthetic.shape[0],), label, device=synthetic.device, dtype=torch.long)
-    return mmd, F.cross_entropy(critic(synthetic), targets)
+    # The critic may be the extractor's own snapshot (TGDD draws f = s): then its logits are
+    # the classifier of the features already computed (forward == classifier(embed)).
+    logits = critic.classifier(features) if critic is extractor else critic(synthetic)
+    return mmd, F.cross_entropy(logits, targets)
 
 
 @dataclass(frozen=True)

@@ -85,5 +85,7 @@ class TGDDModule(DMModule):
             {"train/stage": float(pick.stage), "train/constraint_epoch": float(pick.constraint)}
         )
         extractor = self.bank.load_into(self._nets["extractor"], pick.trajectory, pick.stage)
+        if pick.constraint == pick.stage:  # the same snapshot: one forward serves both losses
+            return extractor, extractor
         critic = self.bank.load_into(self._nets["critic"], pick.trajectory, pick.constraint)
         return extractor, critic
