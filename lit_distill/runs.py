@@ -96,11 +96,15 @@ def finished_or_interrupted(export_dir: Path, checkpoint_dirs: Iterable[Path]) -
     return None
 
 
+def _lineage(folder: str | Path) -> tuple[Path, ...]:
+    """``folder`` and its parents, innermost first."""
+    return (Path(folder), *Path(folder).parents)
+
+
 def check_writable(folders: Iterable[Path]) -> None:
     """Every folder can be created and written to (nothing is left behind)."""
     for folder in folders:
-        folder = Path(folder)
-        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        existing = next((p for p in _lineage(folder) if p.exists()), None)
         if existing is not None and not (
             existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
         ):
@@ -115,7 +119,7 @@ def new_folders(folders: Iterable[str | Path]) -> list[Path]:
     """The outermost missing folder on the way to each of ``folders`` (those a run would create)."""
     fresh = []
     for folder in folders:
-        missing = [p for p in (Path(folder), *Path(folder).parents) if not p.exists()]
+        missing = [p for p in _lineage(folder) if not p.exists()]
         if missing and missing[-1] not in fresh:
             fresh.append(missing[-1])
     return fresh
