@@ -113,6 +113,7 @@ def measure(method: str, args: argparse.Namespace) -> dict:
     overrides = distill_args(setting, method, args.ipc, args.warmup + args.iterations)
     if args.real_batch:
         overrides.append(f"--model.init_args.real_batch={args.real_batch}")
+    overrides += [f"--model.init_args.{setting}" for setting in args.model_arg]
     root = args.work_dir / "cost" / method
     cli = build_cli(setting.spec.distill_config, overrides, root, args.accelerator)
     meter = CostMeter()
@@ -218,6 +219,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--expert-epochs", type=int, default=0, help="expert epochs (0: the expert config's)")
     add("--num-experts", type=int, default=0, help="experts (0: the expert config's)")
     add("--device", default="cpu", help="cpu or cuda")
+    add(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
+        help="a module setting for both methods, e.g. channels_last=false (repeatable)",
+    )  # fmt: skip
     add("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     add("--data-root", type=Path, default=SHARED_DATA, help="root of the shared datasets")
     add("--work-dir", type=Path, default=Path("runs/bench"), help="experts cache, run folders")

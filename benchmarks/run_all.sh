@@ -34,4 +34,7 @@ unset OMP_NUM_THREADS
 python benchmarks/expert_throughput.py --out "$out"
 python benchmarks/expert_throughput.py --width 8 --repeats 5 --out "$out"
 python benchmarks/distill_cost.py --out "$out"
+python benchmarks/distill_cost.py --iterations 20 --rounds 2 --out "$out"
+python benchmarks/distill_cost.py --iterations 20 --rounds 2 \
+  --model-arg channels_last=false --model-arg real_forward_batch=1024 --out "$out"
 python benchmarks/test_time.py --full --out "$out"

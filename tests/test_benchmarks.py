@@ -78,3 +78,18 @@ def test_trajectory_storage_reference_only_for_its_setting(bench):
     assert storage.reference(paper, storage.REFERENCE_EXPERTS) == "6.5 GB"
     other = storage.parse_args(["--epochs", "10"])
     assert storage.reference(other, storage.REFERENCE_EXPERTS) == "—"
+
+
+@pytest.mark.parametrize("layout", ["auto", "off"])
+def test_tgdd_speed_runs_both_sides(bench, tiny_npz, tmp_path, layout):
+    out = tmp_path / "results.md"
+    med = bench("tgdd_speed").main(
+        ["--data", str(tiny_npz), "--name", "tiny", "--width", "8", "--ipc", "1", "--factor", "1",
+         "--real-batch", "2", "--iterations", "1", "--warmup", "0", "--rounds", "2",
+         "--channels-last", layout, "--real-forward-batch", "3",
+         "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    )  # fmt: skip
+    assert set(med) == {"app", "plain"} and all(w > 0 and c > 0 for w, c in med.values())
+    text = out.read_text()
+    setting = {"auto": "channels_last=None", "off": "channels_last=False"}[layout]
+    assert "app / plain" in text and f"{setting}, real_forward_batch=3" in text
