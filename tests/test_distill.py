@@ -252,6 +252,9 @@ def test_invalid_hyper_parameters(tmp_path):
         TGDDModule(**FACTS, **SMALL, alpha=-1.0)
     with pytest.raises(ValueError, match="ipc"):
         DMModule(**FACTS, **SMALL, ipc=0)
+    for bad in (dict(real_forward_batch=0), dict(syn_batch=0), dict(real_batch=0)):
+        with pytest.raises(ValueError, match="must be positive"):
+            DMModule(**FACTS, **{**SMALL, **bad})
 
 
 def test_tensorboard_gets_losses_lrs_images_and_hyper_parameters(tmp_path):

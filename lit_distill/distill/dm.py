@@ -90,7 +90,8 @@ class DMModule(DistillationModule):
             num_classes, image_shape, mean, std, dataset, image_space=image_space, **kwargs
         )
         check_space("augment_space", augment_space)
-        if min(real_batch, real_forward_batch or 1, syn_batch or 1) < 1:
+        optional = [size for size in (real_forward_batch, syn_batch) if size is not None]
+        if min([real_batch, *optional]) < 1:
             raise ValueError(
                 f"real_batch, real_forward_batch and syn_batch must be positive, got "
                 f"{real_batch}, {real_forward_batch}, {syn_batch}"
