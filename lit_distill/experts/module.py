@@ -14,7 +14,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_distill.augment import DSA, cutmix
-from lit_distill.experts.recipes import RecipeName, resolve_recipe
+from lit_distill.experts.gsam import GSAM
+from lit_distill.experts.recipes import OptimizerName, RecipeName, resolve_recipe
 from lit_distill.models import build_model
 from lit_distill.seeding import derive_seed, generator
 from lit_distill.space import ImageSpace, convert
@@ -33,10 +34,11 @@ class ExpertModule(DataTask):
         num_classes, image_shape, mean, std, dataset: data facts (linked from the datamodule).
         arch: registered architecture (see ``lit_distill.models.available_models``).
         arch_kwargs: its options, e.g. ``{"width": 32}``.
-        recipe: ``mtt``, ``datm`` or ``tgdd`` (see ``lit_distill.experts.recipes``).
+        recipe: ``mtt``, ``ftd`` (DATM's and DPD's experts: GSAM), ``datm`` or ``tgdd`` (see
+            ``lit_distill.experts.recipes``).
         epochs, batch_size, lr, momentum, weight_decay, milestones, gamma, augment,
-            augment_space, cutmix_prob: overrides of the recipe's fields (``None`` keeps the
-            recipe's value).
+            augment_space, cutmix_prob, optimizer, rho, gsam_alpha, gsam_adaptive: overrides of
+            the recipe's fields (``None`` keeps the recipe's value).
         num_experts: how many experts (trajectories) to train.
         trajectory_dir: folder of the trajectory files (``expert_000.pt``, ...).
         store: ``full`` keeps every epoch; ``convex`` only the first and last (MCT).
@@ -64,6 +66,10 @@ class ExpertModule(DataTask):
         augment: str | None = None,
         augment_space: ImageSpace | None = None,
         cutmix_prob: float | None = None,
+        optimizer: OptimizerName | None = None,
+        rho: float | None = None,
+        gsam_alpha: float | None = None,
+        gsam_adaptive: bool | None = None,
         num_experts: int = 1,
         trajectory_dir: str = "runs/experts",
         store: Literal["full", "convex"] = "full",
@@ -86,7 +92,15 @@ class ExpertModule(DataTask):
             augment=augment,
             augment_space=augment_space,
             cutmix_prob=cutmix_prob,
+            optimizer=optimizer,
+            rho=rho,
+            gsam_alpha=gsam_alpha,
+            gsam_adaptive=gsam_adaptive,
         )
+        # GSAM takes two gradients of each batch, which the automatic loop cannot do under
+        # 16-mixed (its gradient scaler steps without the closure): the step is written here.
+        self.automatic_optimization = self.recipe.optimizer == "sgd"
+        self.gsam: GSAM | None = None
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.augment = DSA(self.recipe.augment, mode=self.recipe.augment_mode, per_sample=True)
         # Inputs are the module's own logits and labels: skip torchmetrics' per-update input
@@ -159,10 +173,10 @@ class ExpertModule(DataTask):
         images, labels_a, labels_b, lam = cutmix(
             images, labels, generator=rng, prob=self.recipe.cutmix_prob
         )
-        logits = self.net(convert(images, space, "input", self.preprocess))
-        loss = F.cross_entropy(logits, labels_a)
-        if lam < 1:  # CutMix pasted a box: the loss mixes both labels by area
-            loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels_b)
+        inputs = convert(images, space, "input", self.preprocess)
+        logits, loss = self._loss(inputs, labels_a, labels_b, lam)
+        if self.gsam is not None:
+            self._gsam_step(loss, lambda: self._loss(inputs, labels_a, labels_b, lam)[1])
         # Metrics accumulate on the device; values are logged only when they are written, so a
         # step costs no host synchronisation and no logging overhead.
         self.train_metrics.update(logits, labels_a)
@@ -171,9 +185,31 @@ class ExpertModule(DataTask):
             self.log("train/loss_step", loss)
         return loss
 
+    def _loss(
+        self, inputs: Tensor, labels_a: Tensor, labels_b: Tensor, lam: float
+    ) -> tuple[Tensor, Tensor]:
+        logits = self.net(inputs)
+        loss = F.cross_entropy(logits, labels_a)
+        if lam < 1:  # CutMix pasted a box: the loss mixes both labels by area
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits, labels_b)
+        return logits, loss
+
+    def _gsam_step(self, loss: Tensor, perturbed_loss) -> None:
+        """One GSAM step on this batch: gradient at w, at w + e, then the base SGD step."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        self.gsam.perturb()
+        optimizer.zero_grad()
+        self.manual_backward(perturbed_loss())  # the same augmented inputs, at w + e
+        self.gsam.restore()
+        optimizer.step()
+
     def on_train_epoch_end(self) -> None:
         self.log_dict({**self.train_metrics.compute(), "train/loss": self.train_loss.compute()})
         self.train_metrics.reset(), self.train_loss.reset()
+        if not self.automatic_optimization:  # the manual loop steps its schedule itself
+            self.lr_schedulers().step()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
@@ -190,4 +226,6 @@ class ExpertModule(DataTask):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=r.milestone_epochs(), gamma=r.gamma
         )
+        if r.optimizer == "gsam":
+            self.gsam = GSAM(self.net.parameters(), r.rho, r.gsam_alpha, r.gsam_adaptive)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

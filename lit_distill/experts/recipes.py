@@ -13,7 +13,8 @@ from typing import Any, Literal
 from lit_distill.presets import override, pick
 from lit_distill.space import ImageSpace
 
-RecipeName = Literal["mtt", "datm", "tgdd"]
+RecipeName = Literal["mtt", "ftd", "datm", "tgdd"]
+OptimizerName = Literal["sgd", "gsam"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class ExpertRecipe:
         augment_space: where DSA and CutMix run: "input" (after normalisation/ZCA, as the
             MTT and TGDD code do) or "pixel".
         cutmix_prob: probability of CutMix per batch (0 disables it).
+        optimizer: ``sgd``, or ``gsam`` (two gradients per step, around the same SGD; FTD).
+        rho: GSAM's perturbation radius ρ.
+        gsam_alpha: GSAM's weight α of the removed orthogonal component.
+        gsam_adaptive: GSAM's perturbation scaled by the weights' magnitude (ASAM's ``|w|``).
     """
 
     epochs: int
@@ -44,6 +49,18 @@ class ExpertRecipe:
     augment_mode: Literal["single", "all", "idc"] = "single"
     augment_space: ImageSpace = "input"
     cutmix_prob: float = 0.0
+    optimizer: OptimizerName = "sgd"
+    rho: float = 0.0
+    gsam_alpha: float = 0.0
+    gsam_adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "gsam"):
+            raise ValueError(f"optimizer={self.optimizer!r}: use 'sgd' or 'gsam'")
+        if self.optimizer == "gsam" and not self.rho > 0:
+            raise ValueError(f"optimizer gsam needs rho > 0 (FTD: 0.01), got rho={self.rho}")
+        if not 0 <= self.gsam_alpha <= 1:
+            raise ValueError(f"gsam_alpha must lie in [0, 1] (FTD: 0.3), got {self.gsam_alpha}")
 
     def milestone_epochs(self) -> list[int]:
         return [int(f * self.epochs) for f in self.milestones]
@@ -80,7 +97,14 @@ RECIPES: dict[str, ExpertRecipe] = {
         cutmix_prob=0.5,
     ),
 }
-# DATM / FTD: the MTT recipe trained for 100 epochs (flatness-seeking GSAM not included).
+# FTD (Du et al., CVPR 2023; buffer_FTD.py, run as in the FTD and DATM READMEs): the MTT
+# recipe for 100 epochs, each step by GSAM around the same SGD (lr 0.01, no momentum or weight
+# decay) with rho 0.01 (constant) and alpha 0.3, in its adaptive form (the code's default).
+# DATM and DPD distil from these experts.
+RECIPES["ftd"] = replace(
+    RECIPES["mtt"], epochs=100, optimizer="gsam", rho=0.01, gsam_alpha=0.3, gsam_adaptive=True
+)
+# The plain MTT recipe for 100 epochs (DATM's epochs without FTD's GSAM): an ablation.
 RECIPES["datm"] = replace(RECIPES["mtt"], epochs=100)
 
 
