@@ -41,6 +41,10 @@ class ConfigNotFoundError(LitDistillError, FileNotFoundError):
     """A ``--config`` value is neither a file nor the name of a shipped config."""
 
 
+class SettingError(LitDistillError, ValueError):
+    """A setting that cannot hold with the data or experts a run meets at set-up."""
+
+
 class DivergenceError(LitDistillError, FloatingPointError):
     """A run produced a non-finite loss, gradient or parameter, or a non-positive learned lr."""
 

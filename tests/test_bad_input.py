@@ -30,6 +30,8 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 TINY = ["--model.init_args.arch_kwargs={width: 8, depth: 2}"]
 TGDD = ["fit", "--config", "tgdd_digits.yaml", *TINY, "--model.init_args.iterations=2"]
 TGDD += ["--model.init_args.trajectory_dir=experts", "--model.init_args.num_experts=2"]
+MCT = ["fit", "--config", "mct_digits.yaml", *TINY, "--model.init_args.iterations=2"]
+MCT += ["--model.init_args.trajectory_dir=experts", "--model.init_args.num_experts=2"]
 TEST = ["test", "--config", "eval.yaml", "--model.init_args.epochs=1"]
 LOADABLE = (".pt", ".ckpt")
 
@@ -120,6 +122,11 @@ CASES = {
     "truncated ckpt": ([*TGDD, "--ckpt_path=trunc.ckpt"], "not a complete checkpoint"),
     "unwritable export folder": ([*TGDD, "--model.init_args.export_dir=a_file/out"],
                                  "cannot be written"),
+    "mct: empty lambda range": ([*MCT, "--model.init_args.lambda_min=0.6",
+                                 "--model.init_args.lambda_max=0.4"], "lambda_min 0.6"),
+    "mct: lambda_max above 1": ([*MCT, "--model.init_args.lambda_max=1.5"], "lambda_max"),
+    "mct: window past the experts": ([*MCT, "--model.init_args.max_start_epoch=3"],
+                                     "max_start_epoch 3"),
     "test: set of another dataset": ([*TEST, "--data=NpzDataModule", "--data.path=cifar10.npz",
                                       "--model.synthetic=digits_set.pt"], "distilled from"),
     "test: no such set": ([*TEST, "--model.synthetic=nothing.pt"], "--model.synthetic"),

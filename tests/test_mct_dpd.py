@@ -10,9 +10,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lit_distill.data import DigitsDataModule
 from lit_distill.distill import DATMModule, DPDModule, MCTModule, MTTModule
 from lit_distill.distill.pruning import difference_mask
+from lit_distill.errors import SettingError
 from lit_distill.experts import ExpertModule
 from lit_distill.trajectory import Trajectory, expert_path
-from lit_distill.trajectory.convex import line_constants, line_point, sample_lambda
+from lit_distill.trajectory.convex import (
+    EpochScale,
+    LineConstants,
+    line_constants,
+    line_point,
+    sample_lambda,
+)
 
 DIGITS = DigitsDataModule()
 FACTS = dict(
@@ -88,7 +95,7 @@ def test_line_ends_are_the_snapshots_and_constants_describe_the_path():
 
 def test_epoch_sampling_picks_only_epoch_positions_in_range():
     rng = torch.Generator().manual_seed(0)
-    picks = {sample_lambda(rng, 0.0, 0.5, "epochs", 10) for _ in range(200)}
+    picks = {sample_lambda(rng, 0.0, 0.5, "epochs", EpochScale.uniform(10)) for _ in range(200)}
     assert picks == {k / 10 for k in range(6)}
     uniform = [sample_lambda(rng, 0.2, 0.3) for _ in range(200)]
     assert min(uniform) >= 0.2 and max(uniform) <= 0.3 and len(set(uniform)) == 200
@@ -142,21 +149,65 @@ def test_mct_draws_the_same_segments_from_full_and_convex_files(digit_experts, t
 def test_mct_segment_spans_delta_lambda_of_the_line(digit_experts, tmp_path):
     model = MCTModule(**FACTS, **{**MATCH, "trajectory_dir": str(digit_experts), "iterations": 1})
     fit(model, tmp_path)
-    delta, low, high = model.line
-    assert delta == pytest.approx(2 / 6) and (low, high) == (0.0, pytest.approx(1 - 2 / 6))
+    assert model.ranges == [(0.0, pytest.approx(1 - 2 / 6))] * 2  # the whole line
     segment, logs = model.sample_segment(torch.Generator().manual_seed(0))
-    expert = int(logs["train/expert"])
+    expert, lam = int(logs["train/expert"]), logs["train/lambda"]
+    assert logs["train/target_lambda"] == pytest.approx(lam + 2 / 6)
     first, last = model.bank.vector(expert, 0), model.bank.vector(expert, -1)
-    torch.testing.assert_close(segment.start, line_point(first, last, logs["train/lambda"]))
-    torch.testing.assert_close(
-        segment.target, line_point(first, last, logs["train/lambda"] + delta)
-    )
+    torch.testing.assert_close(segment.start, line_point(first, last, lam))
+    torch.testing.assert_close(segment.target, line_point(first, last, lam + 2 / 6))
+
+
+def test_mct_mtt_window_and_projected_epochs(digit_experts, tmp_path):
+    options = {**MATCH, "trajectory_dir": str(digit_experts), "iterations": 1}
+    window = MCTModule(**FACTS, **options, max_start_epoch=2)
+    fit(window, tmp_path)
+    assert window.ranges == [(0.0, pytest.approx(2 / 6))] * 2  # max_start_epoch / K
+    projected = MCTModule(**FACTS, **options, max_start_epoch=2, epoch_positions="projected")
+    fit(projected, tmp_path)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        _, logs = projected.sample_segment(rng)
+        expert = int(logs["train/expert"])
+        position = Trajectory.load(expert_path(digit_experts, expert)).line().position
+        assert projected.ranges[expert][1] == pytest.approx(position[2])  # λ_2, not 2 / 6
+        scale = projected.scales[expert]
+        start_epoch = scale.epoch_of(logs["train/lambda"])
+        assert logs["train/target_lambda"] == pytest.approx(scale.at(start_epoch + 2))
+
+
+def test_epoch_scale_is_piecewise_linear_and_monotone():
+    scale = EpochScale.projected(LineConstants([0.0, 0.5, 0.45, 0.8, 1.0], [0.0] * 5, 1.0))
+    assert scale.positions == (0.0, 0.5, 0.5, 0.8, 1.0)  # a step back is flattened
+    assert scale.at(0.5) == pytest.approx(0.25) and scale.at(2.5) == pytest.approx(0.65)
+    assert scale.epoch_of(0.25) == pytest.approx(0.5) and scale.epoch_of(0.65) == pytest.approx(2.5)
+    assert scale.epoch_of(0.5) == pytest.approx(1.0)  # the first epoch at that position
+    uniform = EpochScale.uniform(4)
+    assert uniform.at(1.5) == pytest.approx(0.375) and uniform.epoch_of(0.375) == pytest.approx(1.5)
 
 
 def test_mct_refuses_a_segment_longer_than_the_line(digit_experts, tmp_path):
     options = {**MATCH, "trajectory_dir": str(digit_experts), "expert_epochs": 7}
-    with pytest.raises(ValueError, match="lambda_min <= lambda_max <= 1 - delta_lambda"):
+    with pytest.raises(SettingError, match="passes the end of the line"):
         fit(MCTModule(**FACTS, **options, iterations=1), tmp_path)
+    options = {**MATCH, "trajectory_dir": str(digit_experts), "max_start_epoch": 5}
+    with pytest.raises(SettingError, match="lower max_start_epoch to at most 4"):
+        fit(MCTModule(**FACTS, **options, iterations=1), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"lambda_min": 0.6, "lambda_max": 0.4}, "lambda_min 0.6 is above lambda_max 0.4"),
+        ({"lambda_max": 1.5}, "lambda_max must lie in"),
+        ({"lambda_min": -0.1}, "lambda_min must lie in"),
+        ({"max_start_epoch": 2, "lambda_max": 0.3}, "set only one of them"),
+        ({"delta_lambda": 0.2, "epoch_positions": "projected"}, "set only one of them"),
+    ],
+)
+def test_mct_refuses_an_impossible_start_range(bad, match):
+    with pytest.raises(ValueError, match=match):
+        MCTModule(**FACTS, **MATCH, **bad)
 
 
 def test_pruning_works_on_mtt_and_mct_too(digit_experts, tmp_path):

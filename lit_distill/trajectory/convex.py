@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 LambdaSampling = Literal["uniform", "epochs"]
+EpochPositions = Literal["uniform", "projected"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,52 @@ class LineConstants:
     position: list[float]  # λ_k, one per epoch 0..K
     distance: list[float]  # δ_k, one per epoch 0..K, in parameter units
     length: float  # ||θ_K − θ_0||
+
+
+@dataclass(frozen=True)
+class EpochScale:
+    """Where the epochs of a K-epoch expert sit along its line: λ(e) for real e in [0, K],
+    piecewise linear between the epochs' positions.
+
+    ``uniform``: epoch k at k / K (an epoch is the same share of the line everywhere).
+    ``projected``: epoch k at λ_k, where its SGD snapshot projects onto the line (a stored
+    constant), made non-decreasing: early epochs, which move the weights most, cover more of it.
+    """
+
+    positions: tuple[float, ...]  # λ of epochs 0..K: non-decreasing, 0 first and 1 last
+
+    @classmethod
+    def uniform(cls, epochs: int) -> EpochScale:
+        return cls(tuple(k / epochs for k in range(epochs + 1)))
+
+    @classmethod
+    def projected(cls, line: LineConstants) -> EpochScale:
+        """From stored projections λ_k (clamped to [0, 1], running maximum, exact end points)."""
+        positions, top = [], 0.0
+        for lam in line.position:
+            top = max(top, min(max(lam, 0.0), 1.0))
+            positions.append(top)
+        positions[0], positions[-1] = 0.0, 1.0
+        return cls(tuple(positions))
+
+    @property
+    def epochs(self) -> int:
+        return len(self.positions) - 1
+
+    def at(self, epoch: float) -> float:
+        """λ of a (fractional) epoch in [0, K]."""
+        epoch = min(max(epoch, 0.0), float(self.epochs))
+        k = min(int(epoch), self.epochs - 1)
+        low, high = self.positions[k], self.positions[k + 1]
+        return low + (epoch - k) * (high - low)
+
+    def epoch_of(self, lam: float) -> float:
+        """The first (fractional) epoch at ``lam`` (the inverse of :meth:`at`)."""
+        for k in range(self.epochs):
+            low, high = self.positions[k], self.positions[k + 1]
+            if lam <= high:
+                return k + (max(lam - low, 0.0) / (high - low) if high > low else 0.0)
+        return float(self.epochs)
 
 
 def line_point(start: Tensor, end: Tensor, lam: float) -> Tensor:
@@ -58,19 +105,19 @@ def sample_lambda(
     low: float,
     high: float,
     how: LambdaSampling = "uniform",
-    epochs: int | None = None,
+    scale: EpochScale | None = None,
 ) -> float:
     """A start point on the line.
 
     ``uniform``: λ ~ U[low, high] (continuous sampling, the paper's best). ``epochs``: one of the
-    epoch positions k / K in [low, high], uniformly (the paper's ablation without continuous
-    sampling; needs ``epochs`` = K).
+    epochs' positions on ``scale`` that lie in [low, high], uniformly (the paper's ablation
+    without continuous sampling).
     """
     if how == "uniform":
         return low + (high - low) * float(torch.rand((), generator=generator))
-    if how != "epochs" or not epochs:
-        raise ValueError(f"lambda sampling {how!r}: use 'uniform', or 'epochs' with epochs=K")
-    grid = [k / epochs for k in range(epochs + 1) if low - 1e-9 <= k / epochs <= high + 1e-9]
+    if how != "epochs" or scale is None:
+        raise ValueError(f"lambda sampling {how!r}: use 'uniform', or 'epochs' with a scale")
+    grid = [lam for lam in scale.positions if low - 1e-9 <= lam <= high + 1e-9]
     if not grid:
-        raise ValueError(f"no epoch position k/{epochs} lies in [{low}, {high}]")
+        raise ValueError(f"no epoch position lies in [{low}, {high}]")
     return grid[int(torch.randint(len(grid), (1,), generator=generator))]
