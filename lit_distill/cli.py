@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.cli import (
     LightningArgumentParser,
     LightningCLI,
@@ -30,6 +31,7 @@ from lit_distill.configs_index import (
     resolve_config_args,
     shipped_configs,
 )
+from lit_distill.console import REPORT, PhaseProgressBar, quiet_dependency_warnings
 from lit_distill.data import ImageDataModule
 from lit_distill.distill import DistillationModule
 from lit_distill.errors import ConfigAbort, TrajectoryNotFoundError
@@ -99,6 +101,8 @@ class LitDistillCLI(LightningCLI):
     """LightningCLI for lit-distill: any :class:`DataTask` on any :class:`ImageDataModule`."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        quiet_dependency_warnings()
+        self._fresh_trainers = 0  # Trainers made for experts (see _fresh_trainer)
         super().__init__(
             model_class=DataTask,
             datamodule_class=ImageDataModule,
@@ -173,11 +177,13 @@ class LitDistillCLI(LightningCLI):
         # The shipped configs slow the progress bar's redraws down (one per step is costly);
         # --trainer.enable_progress_bar=false must still work with them: drop that callback.
         prefix = f"{self.subcommand}.trainer" if self.subcommand else "trainer"
-        callbacks = self.config.get(f"{prefix}.callbacks")
-        if self.config.get(f"{prefix}.enable_progress_bar") is False and callbacks:
-            self.config[f"{prefix}.callbacks"] = [
-                c for c in callbacks if not str(c.class_path).endswith("ProgressBar")
-            ]
+        callbacks = self.config.get(f"{prefix}.callbacks") or []
+        bars = [c for c in callbacks if str(c.class_path).endswith("ProgressBar")]
+        if self.config.get(f"{prefix}.enable_progress_bar") is False and bars:
+            self.config[f"{prefix}.callbacks"] = [c for c in callbacks if c not in bars]
+        elif self.config.get(f"{prefix}.enable_progress_bar") is not False and not bars:
+            # lit-distill's one line per phase rather than Lightning's bar per epoch.
+            self.config[f"{prefix}.callbacks"] = [*callbacks, _progress_bar_config()]
         if self.subcommand == "fit":
             self._check_run_folders()
 
@@ -213,24 +219,40 @@ class LitDistillCLI(LightningCLI):
     def fit(
         self, model: DataTask, datamodule: ImageDataModule | None = None, **kwargs: Any
     ) -> None:
-        """``lit-distill fit``: experts are trained one Trainer each; other tasks fit as usual."""
+        """``lit-distill fit``: experts are trained one Trainer each; a distillation trains its
+        missing experts first; what a fit wrote goes to the command's summary."""
         if isinstance(model, ExpertModule):
             check_writable([Path(model.hparams.trajectory_dir)])
             train_experts(model, datamodule, self._fresh_trainer, logger=self.trainer.logger)
             return
-        if isinstance(model, DistillationModule) and kwargs.get("ckpt_path"):
+        distillation = isinstance(model, DistillationModule)
+        if distillation and kwargs.get("ckpt_path"):
             self._check_resumed_data(model, kwargs["ckpt_path"])
         if getattr(model, "experts", None) is not None:
             model.experts.data_args = json.dumps(self._data_config())
             self._train_missing_experts(model.experts)
         trainer = self.trainer
         written = [trainer.default_root_dir, *(lg.log_dir for lg in trainer.loggers if lg.log_dir)]
-        if isinstance(model, DistillationModule) and model.hparams.export_dir:
+        if distillation and model.hparams.export_dir:
             written.append(model.hparams.export_dir)
         started = _FitStarted()
         trainer.callbacks.append(started)
-        with removed_if_refused(written, lambda: started.started):
+        phase = "distillation" if distillation else "fit"
+        with removed_if_refused(written, lambda: started.started), REPORT.phase(phase):
             trainer.fit(model, datamodule=datamodule, **kwargs)
+        if distillation:
+            REPORT.counts[phase] = f"{int(model.iteration)} iterations"
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "last_model_path", ""):
+                REPORT.file("checkpoint", callback.last_model_path)
+        for logger in trainer.loggers:
+            if logger.log_dir:
+                REPORT.file("TensorBoard", logger.log_dir)
+
+    def test(self, model: DataTask, datamodule: ImageDataModule | None = None, **kwargs: Any):
+        """``lit-distill test``: timed as the command's evaluation phase."""
+        with REPORT.phase("evaluation"):
+            return self.trainer.test(model, datamodule=datamodule, **kwargs)
 
     def _data_config(self) -> dict:
         return self.config[self.subcommand]["data"].as_dict()
@@ -242,9 +264,14 @@ class LitDistillCLI(LightningCLI):
         check_resume(facts, checkpoint_hparams(path), path)
 
     def _fresh_trainer(self, **overrides: Any):
-        """A new Trainer from the same config (callbacks that hold per-run files excluded)."""
+        """A new Trainer from the same config (callbacks that hold per-run files excluded), one
+        per expert. The experts share one network: its summary is printed by the first only."""
         configured = self._get(self.config_init, "trainer").get("callbacks") or []
-        callbacks = [c for c in configured if not isinstance(c, SaveConfigCallback)]
+        skip = (SaveConfigCallback, ModelSummary)  # the summary the first Trainer added
+        callbacks = [c for c in configured if not isinstance(c, skip)]
+        if self._fresh_trainers:
+            overrides.setdefault("enable_model_summary", False)
+        self._fresh_trainers += 1
         return self.instantiate_trainer(callbacks=callbacks, **overrides)
 
     def _train_missing_experts(self, pool: ExpertPool) -> None:
@@ -278,8 +305,14 @@ class LitDistillCLI(LightningCLI):
                 f"--model.init_args.num_experts={pool.count}",
                 f"--model.init_args.arch={pool.arch}",
                 f"--model.init_args.arch_kwargs={json.dumps(pool.arch_kwargs)}",
+                # One model summary per command: the distillation's, not the experts'.
+                "--trainer.enable_model_summary=false",
             ]
         )
+
+
+def _progress_bar_config() -> dict:
+    return {"class_path": f"{PhaseProgressBar.__module__}.{PhaseProgressBar.__name__}"}
 
 
 class _FitStarted(L.Callback):

@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import warnings
 
 from lit_distill.configs_index import describe_configs
 from lit_distill.errors import ConfigAbort, LitDistillError
@@ -43,18 +41,23 @@ def main(args: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return
-    _show_progress_messages()
     try:
         from lit_distill.cli import LitDistillCLI, resolve_config_args  # the heavy imports
+        from lit_distill.console import REPORT, quiet_console
 
-        with warnings.catch_warnings():
-            # Arguments are passed on purpose (config names resolved): not a mistake to warn of.
-            warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended")
+        quiet_console()
+        REPORT.start()
+        try:
             LitDistillCLI(args=resolve_config_args(args))
+        finally:
+            REPORT.active = False
     except ConfigAbort as abort:
         _fail(abort.error, f" (while building {abort.what})")
     except LitDistillError as err:
         _fail(err)
+    summary = REPORT.render()
+    if summary:
+        print(summary)
 
 
 def _fail(err: BaseException, where: str = "") -> None:
@@ -63,32 +66,6 @@ def _fail(err: BaseException, where: str = "") -> None:
     message = " ".join(str(err).split())  # one line, whatever the message holds
     print(f"lit-distill: error{where}: {type(err).__name__}: {message}", file=sys.stderr)
     raise SystemExit(2) from None
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (``main`` may run several times in one
-    process, e.g. under a test runner that replaces the stream)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def _show_progress_messages() -> None:
-    """Print lit-distill's INFO messages (skipped experts, files written) like Lightning's, and
-    leave out Lightning's advertisement for another logger on every run."""
-    logger = logging.getLogger("lit_distill")
-    if not logger.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    lightning_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    lightning_info.addFilter(lambda record: "litlogger" not in record.getMessage())
 
 
 if __name__ == "__main__":

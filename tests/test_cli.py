@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from test_configs import fake_npz
@@ -115,8 +117,7 @@ def test_distillation_without_experts_names_the_command(in_tmp, run_cli, capsys)
 
 
 @pytest.mark.slow
-def test_quick_start_trains_experts_distils_and_reports(in_tmp, run_cli, caplog):
-    caplog.set_level("INFO", logger="lit_distill")
+def test_quick_start_trains_experts_distils_and_reports(in_tmp, run_cli, capsys):
     run_cli(
         "fit",
         "--config",
@@ -126,5 +127,9 @@ def test_quick_start_trains_experts_distils_and_reports(in_tmp, run_cli, caplog)
     assert len(list_experts(in_tmp / "runs/experts/digits_tgdd")) == 3
     for name in ("synthetic_final.pt", "synthetic_final.png", "checkpoints/last.ckpt"):
         assert (in_tmp / "runs/tgdd_digits" / name).exists()
-    assert "| tgdd | convnet | 1 | short |" in caplog.text
-    assert "| random_real | convnet | 1 | short |" in caplog.text
+    summary = capsys.readouterr().out  # the summary closes the command
+    assert "| tgdd | convnet | 1 | short |" in summary
+    assert "| random_real | convnet | 1 | short |" in summary
+    assert "experts: runs/experts/digits_tgdd/expert_000.pt" in summary
+    assert "synthetic sets: runs/tgdd_digits/synthetic_final.pt" in summary
+    assert re.search(r"wall time: experts .*\(3 trained, 0 reused\), distillation", summary)

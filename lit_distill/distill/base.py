@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lit_distill.console import REPORT
 from lit_distill.data import LabeledImages
 from lit_distill.distill.update import (
     DynamicLossScale,
@@ -32,12 +32,6 @@ from lit_distill.trajectory import SnapshotBank
 
 log = logging.getLogger(__name__)
 
-# Two Lightning warnings that every distillation run would print, both about choices made here on
-# purpose: distillation has no validation loop (it is evaluated by EvaluationCallback; the
-# datamodule's validation loader serves expert training), and checkpoints hold the state after
-# the iteration's update, together with the iteration counter that says so (exact resume).
-warnings.filterwarnings("ignore", "You passed in a `val_dataloader` but have no `validation_step`")
-warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization")
 
 # Keys of the per-purpose random streams (the iteration number is the next key).
 INIT_STREAM = 1
@@ -348,7 +342,9 @@ class DistillationModule(DataTask):
     def export(self, tag: str) -> Path:
         """Write ``synthetic_<tag>.pt`` (and its PNG grid) to the export folder."""
         folder = Path(self.hparams.export_dir or self.trainer.default_root_dir)
-        return save_synthetic(folder / f"synthetic_{tag}.pt", self.synthetic_data())
+        path = save_synthetic(folder / f"synthetic_{tag}.pt", self.synthetic_data())
+        REPORT.file("synthetic sets", path)
+        return path
 
     @torch.no_grad()
     def log_images(self, step: int) -> None:

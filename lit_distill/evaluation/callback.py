@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import lightning as L
 
+from lit_distill.console import REPORT, progress_bar
 from lit_distill.data import LabeledImages
 from lit_distill.evaluation.evaluator import (
     EvalResult,
@@ -86,6 +88,7 @@ class EvaluationCallback(L.Callback):
         self.best_acc = -1.0  # no evaluation yet
         self.best_step = -1
         self.last_step = 0  # global step of the latest evaluation (0: none)
+        self.last_result: EvalResult | None = None  # of the set at last_step
         self._test: LabeledImages | None = None
 
     @property
@@ -114,20 +117,24 @@ class EvaluationCallback(L.Callback):
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        final = self.evaluate(trainer, pl_module) if trainer.global_step > self.last_step else None
+        # The set was evaluated at this very step already (the last interval ended here)?
+        final = self.last_result if trainer.global_step == self.last_step else None
+        if trainer.global_step > self.last_step:
+            final = self.evaluate(trainer, pl_module)
         if self.report and not trainer.fast_dev_run:
-            self.report_final(pl_module, final)
+            with REPORT.phase("evaluation"):
+                self.report_final(pl_module, final)
 
     def report_final(self, pl_module: L.LightningModule, final: EvalResult | None) -> None:
         """Print the final set's accuracy next to a random real subset of the same IPC (the
         runs are shared between DDP ranks; rank 0 prints and logs)."""
         data = pl_module.synthetic_data()
         if final is None:
-            final = self._evaluate(pl_module, data)
+            final = self._evaluate(pl_module.trainer, pl_module, data, "final set")
         real = pl_module.datamodule.train_set
         runs = self.evaluator.num_runs
         subset = random_real_baseline(real, data.ipc, data.zca, self.evaluator.seed, runs)
-        baseline = self._evaluate(pl_module, subset)
+        baseline = self._evaluate(pl_module.trainer, pl_module, subset, "random real subsets")
         self.results = [final, baseline]
         if not pl_module.trainer.is_global_zero:
             return
@@ -136,7 +143,8 @@ class EvaluationCallback(L.Callback):
                 {"eval/final_acc_mean": final.mean, "eval/random_real_acc_mean": baseline.mean},
                 step=pl_module.trainer.global_step,
             )
-        log.info("Final evaluation on the real test split:\n%s", format_results(self.results))
+        title = "Accuracy on the real test split:"
+        REPORT.table(format_results(self.results), title)
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EvalResult | None:
         """Evaluate the current set now, log, and export it if it is the best so far.
@@ -147,7 +155,11 @@ class EvaluationCallback(L.Callback):
         self.last_step = step = trainer.global_step
         if trainer.fast_dev_run:
             return None
-        result = self._evaluate(pl_module, pl_module.synthetic_data())
+        with REPORT.phase("evaluation"):
+            result = self._evaluate(
+                trainer, pl_module, pl_module.synthetic_data(), f"iteration {step}"
+            )
+        self.last_result = result
         improved = result.mean > self.best_acc
         if improved:
             self.best_acc, self.best_step = result.mean, step
@@ -164,8 +176,14 @@ class EvaluationCallback(L.Callback):
         return result
 
     def _evaluate(
-        self, pl_module: L.LightningModule, data: SyntheticData | list[SyntheticData]
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        data: SyntheticData | list[SyntheticData],
+        what: str = "",
     ) -> EvalResult:
+        bar = progress_bar(trainer)
+        self.evaluator.on_run = None if bar is None else partial(bar.evaluation, trainer, what)
         test = self._test_set(pl_module)
         module = pl_module  # the data facts of the run (those of every set evaluated here)
         return self.evaluator.evaluate(

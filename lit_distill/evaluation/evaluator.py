@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +95,8 @@ class SyntheticEvaluator:
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.protocol = resolve_protocol(protocol, **overrides)
         self.num_runs, self.seed = num_runs, seed
+        #: Called as ``on_run(done, total)`` after each network this process trains.
+        self.on_run: Callable[[int, int], None] | None = None
 
     def evaluate(
         self,
@@ -152,11 +154,14 @@ class SyntheticEvaluator:
         test = None if test is None else test.to(device)
         preprocess = copy.deepcopy(preprocess).to(device)
         trained = []
-        for run in range(self.num_runs) if runs is None else runs:
+        mine = list(range(self.num_runs) if runs is None else runs)
+        for run in mine:
             images, targets = (t.to(device) for t in per_run[run].decoded())
             lr = self.protocol.learning_rate(per_run[run].lr)
             args = (images, targets, lr, test, preprocess, num_classes, image_shape)
             trained.append(self._train_run(run, *args))
+            if self.on_run is not None:
+                self.on_run(len(trained), len(mine))
         return trained
 
     def _train_run(

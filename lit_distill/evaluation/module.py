@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lit_distill.console import REPORT, progress_bar
 from lit_distill.errors import SyntheticSetError, SyntheticSetNotFoundError
 from lit_distill.evaluation.evaluator import (
     EvalResult,
@@ -150,11 +152,14 @@ class EvaluationModule(DataTask):
             return
         device = self.trainer.strategy.root_device
         test = self.datamodule.test_set if self.evaluators[0].protocol.select == "best" else None
+        bar = progress_bar(self.trainer)
         for data in self._sets():
             for evaluator in self.evaluators:
-                method = data[0].method
-                what = (evaluator.num_runs, evaluator.arch, method, evaluator.protocol.name)
-                log.info("training %d %s networks on the %s set (%s protocol)", *what)
+                what = f"{evaluator.arch} on the {data[0].method} set"
+                if bar is not None:
+                    evaluator.on_run = partial(bar.evaluation, self.trainer, what)
+                else:
+                    log.info("training %d %s networks", evaluator.num_runs, what)
                 nets = self._train_shared(evaluator, data, test, device)
                 self.entries.append((evaluator, data))
                 self.nets.append(nn.ModuleList(nets))
@@ -207,7 +212,8 @@ class EvaluationModule(DataTask):
             self.results.append(result)
             for metric in metrics:
                 metric.reset()
-        self.print(format_results(self.results))
+        if self.trainer.is_global_zero:
+            REPORT.table(format_results(self.results), "Accuracy on the real test split:")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._update(batch)

@@ -10,6 +10,7 @@ expert is decided by rank 0 and shared.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import lightning as L
 import torch.distributed as dist
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
+from lit_distill.console import REPORT, duration
 from lit_distill.errors import TrajectoryCorruptError
 from lit_distill.experts.module import ExpertModule
 from lit_distill.seeding import derive_seed
@@ -63,23 +65,40 @@ def train_experts(
         make_trainer: builds a fresh Trainer from keyword overrides (``max_epochs``, ``logger``).
         logger: the configured logger, cloned per expert when it is a TensorBoard logger.
     """
-    paths = []
-    for index in range(model.hparams.num_experts):
-        path = model.trajectory_path(index)
-        paths.append(path)
-        if _agreed(is_complete(path)):
-            log.info("expert %d: %s already complete, skipped", index, path)
-            continue
-        model.start_expert(index)
-        L.seed_everything(derive_seed(model.hparams.seed, index) % 2**32, verbose=False)
-        trainer = make_trainer(max_epochs=model.recipe.epochs, logger=expert_logger(logger, index))
-        log.info("expert %d of %d -> %s", index + 1, model.hparams.num_experts, path)
-        trainer.fit(model, datamodule=datamodule)
-        if trainer.fast_dev_run:  # a smoke test: one expert, nothing written
-            break
-        trainer.strategy.barrier()  # the file is written (by rank 0) before anyone looks again
-        if trainer.is_global_zero and not path.exists():
-            raise RuntimeError(f"expert {index} stopped before its last epoch; rerun to continue")
+    paths, trained, reused = [], [], []
+    count = model.hparams.num_experts
+    with REPORT.phase("experts"):
+        for index in range(count):
+            path = model.trajectory_path(index)
+            paths.append(path)
+            if _agreed(is_complete(path)):
+                reused.append(path)
+                continue
+            if not trained and reused:
+                log.info("%d of %d experts already in %s: reused", len(reused), count, path.parent)
+            model.start_expert(index)
+            L.seed_everything(derive_seed(model.hparams.seed, index) % 2**32, verbose=False)
+            trainer = make_trainer(
+                max_epochs=model.recipe.epochs, logger=expert_logger(logger, index)
+            )
+            clock = time.perf_counter()
+            trainer.fit(model, datamodule=datamodule)
+            if trainer.fast_dev_run:  # a smoke test: one expert, nothing written
+                break
+            trainer.strategy.barrier()  # the file is written (by rank 0) before anyone looks
+            if trainer.is_global_zero and not path.exists():
+                raise RuntimeError(f"expert {index} stopped before its last epoch; rerun it")
+            trained.append(path)
+            accuracy = trainer.callback_metrics.get("val/acc")
+            acc = "" if accuracy is None else f", test acc {100 * float(accuracy):.2f} %"
+            seconds = duration(time.perf_counter() - clock)
+            log.info("expert %d/%d done in %s%s -> %s", index + 1, count, seconds, acc, path)
+    if not trained and reused:
+        log.info("all %d experts already in %s: reused", len(reused), reused[0].parent)
+    REPORT.counts["experts"] = f"{len(trained)} trained, {len(reused)} reused"
+    for path in paths:
+        if path in trained or path in reused:
+            REPORT.file("experts", path)
     return paths
 
 

@@ -79,7 +79,7 @@ class TrajectoryCallback(L.Callback):
             return
         if trainer.is_global_zero:
             self.build(pl_module.trajectory_metadata(), pl_module.net).save(self.path)
-            log.info("trajectory written: %s", self.path)
+            log.debug("trajectory written: %s", self.path)
 
     def build(self, metadata: dict[str, Any], net: torch.nn.Module) -> Trajectory:
         """Assemble the recorded snapshots into a :class:`Trajectory`."""
