@@ -428,3 +428,59 @@ def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: 
     cb.on_train_batch_end(other_rank, model, None, None, 40)
     assert len(logged) == 3 and cb.last_step == 40 and model.exported == ["best", "best"]
     assert (cb.best_acc, cb.best_step) == (0.7, 40)
+
+
+# ---------------------------------------------------------------------- runs trained together
+def trained_pair(digits, data, **settings):
+    """The same runs trained one at a time and together: (sequential, batched)."""
+    args = (data, digits.test_set, digits.preprocess(), digits.num_classes, digits.image_shape)
+    return [evaluator(batching=mode, **settings).train_runs(*args) for mode in ("off", "on")]
+
+
+def assert_same_runs(sequential, batched, rtol=1e-4, atol=1e-5) -> None:
+    assert [r.accuracy for r in batched] == pytest.approx(
+        [r.accuracy for r in sequential], abs=0.01
+    )
+    for one, other in zip(sequential, batched, strict=True):
+        for (name, a), (_, b) in zip(one.net.state_dict().items(), other.net.state_dict().items(),
+                                     strict=True):  # fmt: skip
+            torch.testing.assert_close(b, a, rtol=rtol, atol=atol, msg=name)
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        {"augment": "color_crop_cutout_flip_scale_rotate"},  # one DSA op per batch, per sample
+        {"augment": "color_crop_flip_scale_rotate", "augment_mode": "idc", "cutmix_prob": 0.5},
+    ],
+    ids=["mtt-dsa", "tgdd-dsa-cutmix"],
+)
+def test_runs_trained_together_equal_runs_trained_one_at_a_time(digits, protocol):
+    sequential, batched = trained_pair(digits, random_real(digits), epochs=8, **protocol)
+    assert_same_runs(sequential, batched)
+    # Not vacuous: the three runs differ from each other (their own seeds and draws).
+    first, second = (r.net.state_dict()["classifier.weight"] for r in batched[:2])
+    assert not torch.allclose(first, second)
+
+
+def test_runs_together_with_one_set_each_soft_labels_and_best_checkpoints(digits):
+    per_run = [random_real(digits, seed=s) for s in range(3)]  # the random-real baseline's shape
+    sequential, batched = trained_pair(digits, per_run, epochs=6)
+    assert_same_runs(sequential, batched)
+    soft = replace(random_real(digits), label_logits=torch.randn(50, 10), method="datm")
+    sequential, batched = trained_pair(digits, soft, epochs=6, select="best", eval_every=2)
+    assert_same_runs(sequential, batched)
+
+
+def test_batching_is_chosen_only_where_it_is_exact(digits):
+    data = random_real(digits)
+    args = (data, digits.test_set, digits.preprocess(), 10, (1, 8, 8))
+    ev = evaluator(batching="on", arch_kwargs={**TINY, "norm": "batch"})
+    with pytest.raises(ValueError, match="cannot train together"):
+        ev.train_runs(*args)
+    auto = evaluator(arch_kwargs={**TINY, "norm": "batch"})  # BatchNorm: one at a time
+    sets = [tuple(data.decoded())] * 3
+    assert not auto.batched(sets, [0.01] * 3, (10, (1, 8, 8), "cpu"))
+    assert evaluator().batched(sets, [0.01] * 3, (10, (1, 8, 8), "cpu"))
+    assert not evaluator().batched(sets[:1], [0.01], (10, (1, 8, 8), "cpu"))  # one run
+    assert not evaluator(batch_size=4096).batched(sets * 30, [0.01] * 90, (10, (1, 8, 8), "cpu"))

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -14,11 +14,17 @@ import torch.distributed as dist
 from torch import nn
 
 from lit_distill.data import LabeledImages
+from lit_distill.evaluation.batched import can_batch, train_together
 from lit_distill.evaluation.protocols import EvalProtocol, resolve_protocol
 from lit_distill.evaluation.train import accuracy, train_on_synthetic
 from lit_distill.export import SyntheticData
 from lit_distill.models import build_model, check_model
 from lit_distill.seeding import derive_seed, generator
+
+Batching = Literal["auto", "on", "off"]
+#: ``batching: auto`` trains runs together when one step of all of them holds at most this many
+#: images (memory: R copies of a small network's activations).
+BATCH_IMAGES = 4096
 
 # Keys of the two random streams of a run (network initialisation, every training draw) and
 # of the stream that picks the random-real baseline subset.
@@ -77,6 +83,10 @@ class SyntheticEvaluator:
         protocol: a preset name (``mtt``, ``tgdd``, ``dm``, ``short``) or an :class:`EvalProtocol`.
         num_runs: networks trained (the field reports 5).
         seed: base seed of the runs.
+        batching: train the runs together, one vmapped network over stacked parameters
+            (``on``), one at a time (``off``), or together when the network allows it (no
+            BatchNorm or dropout) and a step holds at most :data:`BATCH_IMAGES` images
+            (``auto``). The results are the same to float rounding.
         **overrides: protocol fields to change (``epochs=50``); ``None`` values are ignored.
     """
 
@@ -87,10 +97,14 @@ class SyntheticEvaluator:
         protocol: str | EvalProtocol = "short",
         num_runs: int = 5,
         seed: int = 0,
+        batching: Batching = "auto",
         **overrides: Any,
     ) -> None:
         if num_runs < 1:
             raise ValueError(f"num_runs must be at least 1, got {num_runs}")
+        if batching not in get_args(Batching):
+            raise ValueError(f"batching={batching!r}: use one of {get_args(Batching)}")
+        self.batching = batching
         check_model(arch, arch_kwargs)
         self.arch, self.arch_kwargs = arch, dict(arch_kwargs or {})
         self.protocol = resolve_protocol(protocol, **overrides)
@@ -153,43 +167,65 @@ class SyntheticEvaluator:
         device = torch.device(device)
         test = None if test is None else test.to(device)
         preprocess = copy.deepcopy(preprocess).to(device)
-        trained = []
         mine = list(range(self.num_runs) if runs is None else runs)
-        for run in mine:
-            images, targets = (t.to(device) for t in per_run[run].decoded())
-            lr = self.protocol.learning_rate(per_run[run].lr)
-            args = (images, targets, lr, test, preprocess, num_classes, image_shape)
-            trained.append(self._train_run(run, *args))
+        sets = [tuple(t.to(device) for t in per_run[run].decoded()) for run in mine]
+        lrs = [self.protocol.learning_rate(per_run[run].lr) for run in mine]
+        best = [_BestCheckpoint(test, preprocess) for _ in mine]
+        keep = self.protocol.select == "best"
+        draws = [generator(self.seed, run, DRAW_STREAM) for run in mine]
+        facts = (num_classes, image_shape, device)
+        if self.batched(sets, lrs, facts):
+            nets = []
+            for run in mine:
+                with _isolated_rng(derive_seed(self.seed, run, INIT_STREAM), device):
+                    nets.append(self._network(*facts))
+            checkpoint = (lambda epoch, i, net: best[i](epoch, net)) if keep else None
+            with _isolated_rng(self.seed, device):  # the caller's random state stays as it was
+                train_together(nets, sets, self.protocol, preprocess, lrs[0], draws, checkpoint)
             if self.on_run is not None:
-                self.on_run(len(trained), len(mine))
-        return trained
+                self.on_run(len(mine), len(mine))
+        else:
+            nets = []
+            for i, run in enumerate(mine):
+                # Initialisation and training (dropout) draw from the run's own global stream.
+                with _isolated_rng(derive_seed(self.seed, run, INIT_STREAM), device):
+                    nets.append(self._network(*facts))
+                    train_on_synthetic(
+                        nets[-1], *sets[i], self.protocol, preprocess, lrs[i], draws[i],
+                        on_checkpoint=best[i] if keep else None,
+                    )  # fmt: skip
+                if self.on_run is not None:
+                    self.on_run(i + 1, len(mine))
+        return [self._selected(net, b, test, preprocess) for net, b in zip(nets, best, strict=True)]
 
-    def _train_run(
-        self,
-        run: int,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        lr: float,
-        test: LabeledImages | None,
-        preprocess: nn.Module,
-        num_classes: int,
-        image_shape: Sequence[int],
-    ) -> TrainedRun:
-        with _isolated_rng(derive_seed(self.seed, run, INIT_STREAM), images.device):
-            # Built on the CPU: the same seed gives the same initial weights on every device.
-            net = build_model(self.arch, num_classes, image_shape, **self.arch_kwargs)
-            best = _BestCheckpoint(test, preprocess) if self.protocol.select == "best" else None
-            train_on_synthetic(
-                net.to(images.device),
-                images,
-                targets,
-                self.protocol,
-                preprocess,
-                lr,
-                generator(self.seed, run, DRAW_STREAM),
-                on_checkpoint=best,
-            )
-        if best is not None:
+    def batched(
+        self, sets: Sequence[tuple[torch.Tensor, ...]], lrs: Sequence[float], facts
+    ) -> bool:
+        """Whether these runs train together (see ``batching``)."""
+        if self.batching == "off" or len(sets) < 2:
+            return False
+        with torch.random.fork_rng(devices=[]):  # a look at the layers: no draw may leak
+            net = build_model(self.arch, facts[0], facts[1], **self.arch_kwargs)
+        possible = can_batch(net) and len({s[0].shape for s in sets}) == 1 and len(set(lrs)) == 1
+        if self.batching == "on":
+            if not possible:
+                raise ValueError(
+                    f"batching='on': these runs cannot train together ({self.arch} has BatchNorm "
+                    "or dropout, or the runs' sets or learning rates differ); use 'auto'"
+                )
+            return True
+        step = len(sets) * min(self.protocol.batch_size, sets[0][0].shape[0])
+        return possible and step <= BATCH_IMAGES
+
+    def _network(self, num_classes: int, image_shape: Sequence[int], device) -> nn.Module:
+        """A freshly initialised network (from the global stream), on ``device``."""
+        # Built on the CPU: the same seed gives the same initial weights on every device.
+        net = build_model(self.arch, num_classes, image_shape, **self.arch_kwargs)
+        return net.to(device).train()
+
+    def _selected(self, net, best, test, preprocess) -> TrainedRun:
+        """The run's network and accuracy: its best checkpoint, or its last epoch."""
+        if self.protocol.select == "best":
             net.load_state_dict(best.state)
             return TrainedRun(net, best.accuracy)
         return TrainedRun(net, None if test is None else accuracy(net, test, preprocess))

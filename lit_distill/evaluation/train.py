@@ -9,6 +9,7 @@ kernels, unless ``torch.use_deterministic_algorithms`` is on).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -49,10 +50,7 @@ def train_on_synthetic(
     """
     # Inference tensors (made under a Lightning test loop) cannot be saved for backward.
     with torch.inference_mode(False), torch.enable_grad():
-        images, targets = images.detach().clone(), _training_targets(targets, protocol)
-        if protocol.augment_space == "input":  # augment network inputs: map them once
-            with torch.no_grad():
-                images = preprocess(images)
+        images, targets = training_set(images, targets, protocol, preprocess)
         net.to(images.device).train()
         optimizer, scheduler = _sgd(net, protocol, lr)
         augment = DSA(protocol.augment, mode=protocol.augment_mode, per_sample=protocol.per_sample)
@@ -72,10 +70,25 @@ def train_on_synthetic(
     return net
 
 
-def _sgd(net: nn.Module, protocol: EvalProtocol, lr: float) -> tuple[Optimizer, LRScheduler]:
+def training_set(
+    images: Tensor, targets: Tensor, protocol: EvalProtocol, preprocess: nn.Module
+) -> tuple[Tensor, Tensor]:
+    """The images as the protocol augments them (network inputs in ``input`` space, pixels
+    otherwise) and the targets it trains against (see :func:`_training_targets`); copies."""
+    images, targets = images.detach().clone(), _training_targets(targets, protocol)
+    if protocol.augment_space == "input":  # augment network inputs: map them once
+        with torch.no_grad():
+            images = preprocess(images)
+    return images, targets
+
+
+def _sgd(
+    net: nn.Module | list[Tensor], protocol: EvalProtocol, lr: float
+) -> tuple[Optimizer, LRScheduler]:
     """SGD with the protocol's momentum and weight decay, decayed per epoch at the milestones."""
+    params = net.parameters() if isinstance(net, nn.Module) else net
     optimizer = torch.optim.SGD(
-        net.parameters(), lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
+        params, lr=lr, momentum=protocol.momentum, weight_decay=protocol.weight_decay
     )
     scheduler = MultiStepLR(optimizer, protocol.milestone_epochs(), gamma=protocol.gamma)
     return optimizer, scheduler
@@ -111,18 +124,44 @@ def _loss(
 ) -> Tensor:
     """Augment a batch (DSA, then CutMix) in the protocol's space, forward it, and return the
     (mixed) loss. In ``input`` space the images are already network inputs."""
-    lam, targets_b = 1.0, targets
     with torch.no_grad():  # the images are constants here: no graph through the pipeline
-        images = augment(images, generator=generator)
-        if protocol.cutmix_prob > 0:
-            images, targets, targets_b, lam = cutmix(
-                images, targets, generator, protocol.cutmix_beta, protocol.cutmix_prob
-            )
-        inputs = preprocess(images) if protocol.augment_space == "pixel" else images
-    logits = net(inputs)
-    loss = _cross_entropy(logits, targets)
-    if lam < 1.0:  # CutMix pasted a box: the loss mixes both targets by area
-        loss = lam * loss + (1.0 - lam) * _cross_entropy(logits, targets_b)
+        images = augment.apply(images, augment.draw(images.shape, generator))
+        batch = finish_batch(images, targets, preprocess, protocol, generator)
+    return mixed_loss(net(batch.inputs), batch)
+
+
+@dataclass
+class Batch:
+    """One training batch after augmentation: network inputs and the (CutMix-mixed) targets."""
+
+    inputs: Tensor
+    targets: Tensor
+    targets_b: Tensor
+    lam: float
+
+
+def finish_batch(
+    images: Tensor,
+    targets: Tensor,
+    preprocess: nn.Module,
+    protocol: EvalProtocol,
+    generator: torch.Generator,
+) -> Batch:
+    """CutMix (when the protocol has it) on DSA-augmented images, then the network inputs."""
+    lam, targets_b = 1.0, targets
+    if protocol.cutmix_prob > 0:
+        images, targets, targets_b, lam = cutmix(
+            images, targets, generator, protocol.cutmix_beta, protocol.cutmix_prob
+        )
+    inputs = preprocess(images) if protocol.augment_space == "pixel" else images
+    return Batch(inputs, targets, targets_b, lam)
+
+
+def mixed_loss(logits: Tensor, batch: Batch) -> Tensor:
+    """The batch's cross-entropy; with CutMix, both targets weighted by area."""
+    loss = _cross_entropy(logits, batch.targets)
+    if batch.lam < 1.0:  # CutMix pasted a box: the loss mixes both targets by area
+        loss = batch.lam * loss + (1.0 - batch.lam) * _cross_entropy(logits, batch.targets_b)
     return loss
 
 

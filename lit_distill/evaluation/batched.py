@@ -1,0 +1,142 @@
+"""Training the runs of one evaluation together: one vmapped network over stacked parameters.
+
+An evaluation trains several fresh networks of one architecture on tiny sets (IPC 1: ten images),
+where a step costs little arithmetic and much per-call overhead. Here the R runs take their
+steps together: their parameters are stacked along a new first dimension, one
+``torch.func.vmap`` of ``functional_call`` runs every network's forward and backward in one
+call, and one SGD updates the stacked tensors (SGD, momentum and weight decay act element by
+element, so this is R independent optimisers with one lr). Each run keeps its own seed: its
+initialisation, minibatch order, DSA and CutMix draws come from its own generator, in the order
+:func:`lit_distill.evaluation.train.train_on_synthetic` draws them, and the DSA of all runs is
+applied in a few calls (runs that drew the same op share one). The result is the sequential
+runs' to float rounding (tested).
+
+Only networks without running statistics or randomness of their own (BatchNorm, dropout) can be
+vmapped this way; :func:`can_batch` says which, and the evaluator falls back to one run at a
+time for the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from lit_distill.augment import DSA
+from lit_distill.evaluation.protocols import EvalProtocol
+from lit_distill.evaluation.train import (
+    _minibatches,
+    _sgd,
+    finish_batch,
+    mixed_loss,
+    training_set,
+)
+
+#: ``on_checkpoint(epoch, run, net)``: run ``run``'s network after ``epoch`` (weights copied in).
+BatchedCheckpoint = Callable[[int, int, nn.Module], None]
+
+#: Layers whose forward updates state or draws random numbers: not vmapped.
+_STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+
+def can_batch(net: nn.Module) -> bool:
+    """Whether runs of ``net`` may be trained together (no BatchNorm, no dropout)."""
+    return not any(isinstance(m, _STATEFUL) for m in net.modules())
+
+
+def train_together(
+    nets: Sequence[nn.Module],
+    sets: Sequence[tuple[Tensor, Tensor]],
+    protocol: EvalProtocol,
+    preprocess: nn.Module,
+    lr: float,
+    generators: Sequence[torch.Generator],
+    on_checkpoint: BatchedCheckpoint | None = None,
+) -> list[nn.Module]:
+    """Train ``nets[r]`` on ``sets[r]`` with ``generators[r]``, all in one vmapped loop.
+
+    Every set must hold as many images; the networks must share one architecture and be on the
+    images' device. Returns the networks, trained in place.
+    """
+    if not nets or len({len(nets), len(sets), len(generators)}) != 1:
+        raise ValueError("one set and one generator per network")
+    with torch.inference_mode(False), torch.enable_grad():
+        data = [training_set(images, targets, protocol, preprocess) for images, targets in sets]
+        if len({images.shape for images, _ in data}) != 1:
+            raise ValueError("runs trained together need sets of one shape")
+        template = nets[0]
+        names = [name for name, _ in template.named_parameters()]
+        stacked = _stack(nets, names)
+        optimizer, scheduler = _sgd(list(stacked.values()), protocol, lr)
+        augment = DSA(protocol.augment, mode=protocol.augment_mode, per_sample=protocol.per_sample)
+        forward = vmap(lambda params, x: functional_call(template, params, (x,)))
+        checkpoints = set(protocol.checkpoint_epochs())
+        template.train()
+        for epoch in range(1, protocol.epochs + 1):
+            orders = [_minibatches(data[0][0].shape[0], protocol.batch_size, g) for g in generators]
+            for step in range(len(orders[0])):
+                rows = [order[step] for order in orders]
+                batches = _augmented(data, rows, augment, preprocess, protocol, generators)
+                logits = forward(stacked, torch.stack([b.inputs for b in batches]))
+                loss = sum(mixed_loss(out, b) for out, b in zip(logits, batches, strict=True))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            if on_checkpoint is not None and epoch in checkpoints:
+                _unstack(stacked, nets)
+                for run, net in enumerate(nets):
+                    on_checkpoint(epoch, run, net)
+        _unstack(stacked, nets)
+    return list(nets)
+
+
+def _stack(nets: Sequence[nn.Module], names: list[str]) -> dict[str, Tensor]:
+    """Each parameter of every network, stacked along a new first dimension (leaf tensors)."""
+    params = [dict(net.named_parameters()) for net in nets]
+    return {
+        name: torch.stack([p[name].detach() for p in params]).requires_grad_(True) for name in names
+    }
+
+
+@torch.no_grad()
+def _unstack(stacked: dict[str, Tensor], nets: Sequence[nn.Module]) -> None:
+    """Copy each run's slice of the stacked parameters into its network."""
+    for run, net in enumerate(nets):
+        for name, param in net.named_parameters():
+            param.copy_(stacked[name][run])
+
+
+@torch.no_grad()
+def _augmented(data, rows, augment: DSA, preprocess, protocol: EvalProtocol, generators):
+    """Every run's batch, augmented: DSA plans drawn per run (its own stream, in the sequential
+    order), applied together for the runs that drew the same ops, then CutMix per run."""
+    images = [data[r][0][rows[r].to(data[r][0].device)] for r in range(len(data))]
+    plans = [augment.draw(x.shape, g) for x, g in zip(images, generators, strict=True)]
+    augmented = _apply_grouped(augment, images, plans) if protocol.per_sample else [
+        augment.apply(x, plan) for x, plan in zip(images, plans, strict=True)
+    ]  # fmt: skip
+    return [
+        finish_batch(x, data[r][1][rows[r].to(x.device)], preprocess, protocol, generators[r])
+        for r, x in enumerate(augmented)
+    ]
+
+
+def _apply_grouped(augment: DSA, images: list[Tensor], plans: list) -> list[Tensor]:
+    """``augment.apply(images[r], plans[r])`` for every run, one call per distinct op list:
+    per-sample parameters of the runs in a group are concatenated like their images."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for run, plan in enumerate(plans):
+        groups.setdefault(tuple(op for op, _ in plan), []).append(run)
+    out: list[Tensor | None] = [None] * len(images)
+    for runs in groups.values():
+        merged = []
+        for i, (op, _) in enumerate(plans[runs[0]]):
+            params = zip(*(plans[r][i][1] for r in runs), strict=True)
+            merged.append((op, tuple(torch.cat(parts) for parts in params)))
+        result = augment.apply(torch.cat([images[r] for r in runs]), merged)
+        for r, piece in zip(runs, result.split([images[r].shape[0] for r in runs]), strict=True):
+            out[r] = piece
+    return out
