@@ -14,11 +14,14 @@ import resource
 import shlex
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning
+import lightning as L
+import numpy as np
 import torch
 
 from lit_distill.data import LabeledImages, NpzDataModule
@@ -138,6 +141,35 @@ def children_cpu() -> float:
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
+
+
+class RunTrace(L.Callback):
+    """What a distillation went through: the set it started from, each iteration's loss, the
+    learned lr after each iteration (when the set has one) and the fit's wall time."""
+
+    def __init__(self) -> None:
+        self.start = None  # a SyntheticData, taken before the first iteration
+        self.losses: list[float] = []
+        self.lrs: list[float] = []
+        self.seconds = 0.0
+        self._clock = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = pl_module.synthetic_data()
+        self._clock = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(trainer.callback_metrics["train/loss"]))
+        lr = getattr(pl_module.synthetic, "lr", None)
+        if lr is not None:
+            self.lrs.append(float(lr.detach()))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self._clock
+
+    def loss_tail(self, n: int = 20) -> float:
+        """Mean loss of the last ``n`` iterations."""
+        return float(np.mean(self.losses[-n:])) if self.losses else float("nan")
 
 
 class SubsetNpzDataModule(NpzDataModule):

@@ -30,18 +30,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
-from common import command_line, emit, median, section, table
+from common import RunTrace, command_line, emit, median, section, table
 from distill_accuracy import QUIET, SHARED_DATA, build_cli, cpu_threads
 from distill_cost import MIB, CostMeter
 
 from lit_distill.cli import resolve_config
 from lit_distill.evaluation import EvalResult, SyntheticEvaluator
 from lit_distill.evaluation.evaluator import random_real_baseline
-from lit_distill.export import load_synthetic
+from lit_distill.export import load_synthetic, save_synthetic
 from lit_distill.main import main as lit_distill
 
 BENCH = Path(__file__).resolve().parent
@@ -50,11 +51,19 @@ CPU_CONFIGS = BENCH / "configs"
 
 @dataclass(frozen=True)
 class MethodRun:
-    """Which config a method runs on a dataset, and what it changes in it."""
+    """Which config a method runs on a dataset, and what it changes in it.
+
+    ``config`` may hold ``{ipc}``: trajectory matching has one config per IPC, as its reference
+    settings do (the start window, the number of steps), and each run picks its own.
+    """
 
     config: str
     overrides: tuple[str, ...] = ()
     experts: bool = True  # False: the method uses none (DM run from a TGDD config)
+
+    def at(self, ipc: int) -> MethodRun:
+        """This run's config for ``ipc`` images per class."""
+        return replace(self, config=self.config.format(ipc=ipc))
 
 
 DM = ("--model=lit_distill.distill.DMModule", "--model.init_args.lr_images=1.0")
@@ -68,10 +77,17 @@ def dm_run(tgdd: MethodRun) -> MethodRun:
 METHODS = ("tgdd", "dm", "mtt", "datm", "mct", "dpd")
 
 
+#: Methods whose CPU configs are per IPC (``<method>_<dataset>_ipc<N>_cpu.yaml``).
+PER_IPC = ("mtt", "datm", "mct", "dpd")
+
+
 def cpu_runs(dataset: str) -> dict[str, MethodRun]:
-    """The CPU-sized configs of ``dataset``: ``benchmarks/configs/<method>_<dataset>_cpu.yaml``."""
+    """The CPU-sized configs of ``dataset`` in ``benchmarks/configs/``: ``tgdd_<dataset>_cpu.yaml``
+    (any IPC) and ``<method>_<dataset>_ipc<N>_cpu.yaml`` for trajectory matching."""
     runs = {
-        m: MethodRun(str(CPU_CONFIGS / f"{m}_{dataset}_cpu.yaml")) for m in METHODS if m != "dm"
+        m: MethodRun(str(CPU_CONFIGS / f"{m}_{dataset}_{'ipc{ipc}_' * (m in PER_IPC)}cpu.yaml"))
+        for m in METHODS
+        if m != "dm"
     }
     runs["dm"] = dm_run(runs["tgdd"])
     return {m: runs[m] for m in METHODS}
@@ -151,14 +167,20 @@ def worker(spec: dict) -> dict:
     root = Path(spec["root"])
     with cpu_threads(spec["threads"]):
         cli = build_cli(spec["config"], spec["overrides"], root, spec["accelerator"])
-        meter = CostMeter()
-        cli.trainer.callbacks.append(meter)
+        meter, trace = CostMeter(), RunTrace()
+        cli.trainer.callbacks += [meter, trace]
         clock = time.perf_counter()
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         seconds = time.perf_counter() - clock
     times = meter.times[spec["warmup"] :]
+    start = None
+    if spec.get("start"):  # the set before the first iteration, for an evaluation of it
+        start = str(save_synthetic(root / "synthetic_start.pt", trace.start, grid=False))
     return {
         "export": str(root / "synthetic_final.pt"),
+        "start_export": start,
+        "loss_tail": trace.loss_tail(),
+        "lr": trace.lrs[-1] if trace.lrs else None,
         "ms": 1000 * median(times) if times else float("nan"),
         "delta": meter.peak_bytes - meter.start_bytes,
         "peak_kind": meter.peak_kind,
@@ -178,7 +200,7 @@ def run_worker(spec: dict) -> dict:
 
 def evaluate(dataset: str, ipc: int, runs: dict[str, dict], args, data_args) -> dict:
     """Every method's final set and the random real baseline through one evaluator."""
-    first = next(iter(DATASETS[dataset].values()))
+    first = next(iter(DATASETS[dataset].values())).at(ipc)
     cli = build_cli(first.config, [*data_args], args.work_dir / "eval", args.accelerator)
     dm = cli.datamodule
     dm.setup("fit")
@@ -190,8 +212,12 @@ def evaluate(dataset: str, ipc: int, runs: dict[str, dict], args, data_args) -> 
     preprocess = dm.preprocess()
     facts = (dm.test_set, preprocess, dm.num_classes, dm.image_shape, args.device)
     results = {m: evaluator.evaluate(load_synthetic(r["export"]), *facts) for m, r in runs.items()}
-    real = random_real_baseline(dm.train_set, ipc, dm.zca, evaluator.seed, args.runs)
-    results["random_real"] = evaluator.evaluate(real, *facts)
+    # The baseline's subsets vary most at small IPC: it gets its own number of runs.
+    real = random_real_baseline(dm.train_set, ipc, dm.zca, evaluator.seed, args.baseline_runs)
+    baseline = SyntheticEvaluator(
+        hp["arch"], kwargs, args.protocol, args.baseline_runs, epochs=args.eval_epochs
+    )
+    results["random_real"] = baseline.evaluate(real, *facts)
     return {
         "results": results,
         "protocol": evaluator.protocol,
@@ -225,7 +251,7 @@ def report(outcomes: list[tuple[str, int, dict, dict]], args, notes: list[str], 
         f"{d}: " + ", ".join(f"{m} `{Path(r.config).name}`{' (DM)' if r.overrides else ''}"
                              for m, r in DATASETS[d].items())
         for d in args.datasets.split(",")
-    )  # fmt: skip
+    ).replace("{ipc}", "<IPC>")  # fmt: skip
     return (
         f"{table(headers, rows)}\n\nConfigs: {configs}. Notes: {'; '.join(notes)}. Total wall "
         f"time {minutes:.1f} min.\n\nAccuracy per run (%): " + "; ".join(raw) + "\n"
@@ -239,6 +265,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--methods", default=",".join(METHODS), help="comma list of methods")
     add("--ipc", default="1", help="comma list of images per class")
     add("--runs", type=int, default=3, help="evaluation networks per set")
+    add("--baseline-runs", type=int, default=10, help="random real subsets (one network each)")
+    add("--jobs", type=int, default=1, help="distillations at a time (one thread each)")
     add("--iterations", type=int, default=0, help="distillation iterations (0: each config's)")
     add("--width", type=int, default=0, help="ConvNet width (0: the configs')")
     add("--expert-epochs", type=int, default=0, help="expert epochs (0: the expert configs')")
@@ -266,20 +294,23 @@ def main(argv: Sequence[str] | None = None) -> list:
     methods = args.methods.split(",")
     for dataset in args.datasets.split(","):
         data_args = [a.format(root=args.data_root) for a in DATA_ARGS.get(dataset, ())]
-        plan = {m: run for m, run in DATASETS[dataset].items() if m in methods}
-        with cpu_threads(args.threads):
-            for method, run in plan.items():
-                notes.append(f"{dataset} {method} experts: {ensure_experts(run, args, data_args)}")
         for ipc in (int(v) for v in args.ipc.split(",")):
-            runs = {}
-            for method, run in plan.items():
-                spec = {
+            plan = {m: run.at(ipc) for m, run in DATASETS[dataset].items() if m in methods}
+            with cpu_threads(args.threads):
+                for method, run in plan.items():
+                    found = ensure_experts(run, args, data_args)
+                    notes.append(f"{dataset} IPC {ipc} {method} experts: {found}")
+            specs = [
+                {
                     "method": method, "config": run.config, "threads": args.threads,
                     "overrides": run_args(run, method, ipc, args, data_args),
                     "root": str(args.work_dir / "compare" / f"{dataset}_ipc{ipc}_{method}"),
                     "accelerator": args.accelerator, "warmup": args.warmup,
-                }  # fmt: skip
-                runs[method] = run_worker(spec)
+                }
+                for method, run in plan.items()
+            ]  # fmt: skip
+            with ThreadPoolExecutor(args.jobs) as pool:
+                runs = dict(zip(plan, pool.map(run_worker, specs), strict=True))
             with cpu_threads(args.threads):
                 outcomes.append((dataset, ipc, runs, evaluate(dataset, ipc, runs, args, data_args)))
     minutes = (time.perf_counter() - clock) / 60

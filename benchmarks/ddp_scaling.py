@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     tasks = {  # name: (config, unit of work)
         "tgdd": (CONFIGS / "tgdd_mnist_cpu.yaml", "iteration"),
-        "mtt": (CONFIGS / "mtt_mnist_cpu.yaml", "segment"),
+        "mtt": (CONFIGS / "mtt_mnist_ipc1_cpu.yaml", "segment"),
         "experts": (CONFIGS / "experts_mnist_mtt_cpu.yaml", "epoch"),
     }
     rows, results = [], {}

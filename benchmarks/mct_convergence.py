@@ -2,15 +2,16 @@
 
 The MCT paper claims that matching the convexified (straight-line) trajectory converges in
 fewer distillation iterations than matching the SGD trajectory. Both methods run here from their
-shipped configs (``mtt_<dataset>``, ``mct_<dataset>``: the same student, learning rates and
-augmentation; MTT draws start epochs from its window, MCT start points along the whole line) on
-the SAME expert files, for ``--iterations`` iterations. Every ``--eval-every`` iterations (and
-before the first) the current set is evaluated with one ``SyntheticEvaluator``; every
-iteration's matching loss is recorded.
+configs (digits: the shipped ``mtt_digits``/``mct_digits``; MNIST and CIFAR-10: the CPU-sized
+``benchmarks/configs/<method>_<dataset>_ipc<N>_cpu.yaml``; the same student, learning rates and
+augmentation) on the SAME expert files, for ``--iterations`` iterations. Every ``--eval-every``
+iterations (and before the first) the current set is evaluated with one ``SyntheticEvaluator``;
+every iteration's matching loss is recorded.
 
-A third run, ``mct_window``, is MCT with its start points restricted to the part of the line that
-MTT's start window covers (``lambda_max = (max_start_epoch − 1) / K``): it separates the effect
-of matching a line from the effect of sampling the whole trajectory.
+MCT runs twice: ``mct_window`` draws its start points from the part of the line that MTT's start
+window covers (``max_start_epoch``: λ < max_start_epoch / K), ``mct_line`` from the whole line
+(the target at most θ_K). Comparing them separates the effect of matching a line from the
+effect of where the segments start.
 
 Reported per method: the first iteration whose running mean loss (``--window`` iterations) is at
 most ``--loss``, and the first evaluation at or above ``--accuracy``. The two losses measure the
@@ -18,6 +19,7 @@ distance to different targets (an SGD snapshot, a point on the line), so the los
 how fast each objective is fitted; the accuracy threshold compares what the sets are worth.
 
     python benchmarks/mct_convergence.py                       # digits, IPC 1, CPU
+    python benchmarks/mct_convergence.py --dataset mnist --accuracy 0.75
     python benchmarks/mct_convergence.py --iterations 2000 --eval-every 100 --accuracy 0.93
 """
 
@@ -31,15 +33,14 @@ from pathlib import Path
 
 import lightning as L
 from common import add_output_arguments, command_line, emit, section, table
-from compare_methods import model_args
-from distill_accuracy import QUIET, build_cli, cpu_threads
+from compare_methods import DATA_ARGS, DATASETS, ensure_experts, model_args
+from distill_accuracy import QUIET, SHARED_DATA, build_cli, cpu_threads
 
 from lit_distill.cli import resolve_config
 from lit_distill.evaluation import SyntheticEvaluator
 from lit_distill.main import main as lit_distill
-from lit_distill.trajectory import Trajectory, expert_path
 
-METHODS = ("mtt", "mct", "mct_window")
+METHODS = ("mtt", "mct_window", "mct_line")
 
 
 class Progress(L.Callback):
@@ -61,6 +62,25 @@ class Progress(L.Callback):
             self.accuracy[step] = self.evaluate(pl_module)
 
 
+def expert_folder(args: argparse.Namespace) -> str:
+    """The MTT config's experts, trained when missing (digits: under the work dir; MNIST and
+    CIFAR-10: the benchmarks' shared cache, as compare_methods.py trains them)."""
+    if args.dataset != "digits":
+        run = DATASETS[args.dataset]["mtt"].at(args.ipc)
+        spec = argparse.Namespace(width=0, expert_epochs=0, num_experts=0,
+                                  work_dir=args.work_dir.parent)  # fmt: skip
+        ensure_experts(run, spec, args.data_args)
+        hp = model_args(run.config)
+        return str(spec.work_dir / "experts" / Path(hp["trajectory_dir"]).name)
+    experts = str(args.work_dir / "experts")
+    hp = model_args("mtt_digits.yaml")
+    if len(list(Path(experts).glob("expert_*.pt"))) < hp["num_experts"]:
+        model = [f"--model.init_args.trajectory_dir={experts}"]
+        model.append(f"--model.init_args.num_experts={hp['num_experts']}")
+        lit_distill(["fit", "--config", resolve_config(hp["expert_config"]), *QUIET, *model])
+    return experts
+
+
 def first_below(losses: list[float], threshold: float, window: int) -> int | None:
     """The first iteration (1-based) whose running mean of the last ``window`` losses is at most
     ``threshold``."""
@@ -74,18 +94,26 @@ def first_at_least(accuracy: dict[int, float], threshold: float) -> int | None:
     return next((step for step, acc in sorted(accuracy.items()) if acc >= threshold), None)
 
 
+def config_of(method: str, args: argparse.Namespace) -> str:
+    """The config of ``mtt`` or ``mct`` on the dataset (at ``--ipc`` for the CPU configs)."""
+    return DATASETS[args.dataset][method.split("_")[0]].at(args.ipc).config
+
+
 def run(method: str, args: argparse.Namespace, experts: str) -> Progress:
-    config = f"{method.split('_')[0]}_{args.dataset}.yaml"
     overrides = [
+        *args.data_args,
+        f"--model.init_args.ipc={args.ipc}",
         f"--model.init_args.iterations={args.iterations}",
         f"--model.init_args.trajectory_dir={experts}",
         "--model.init_args.train_missing_experts=false",
     ]
     if method == "mct_window":  # the part of the line MTT's start epochs cover
-        epochs = Trajectory.load(expert_path(experts, 0)).num_epochs
-        last_start = model_args(f"mtt_{args.dataset}.yaml")["max_start_epoch"] - 1
-        overrides.append(f"--model.init_args.lambda_max={last_start / epochs:.6f}")
-    cli = build_cli(config, overrides, args.work_dir / method, args.accelerator)
+        window = model_args(config_of("mtt", args))["max_start_epoch"]
+        overrides.append(f"--model.init_args.max_start_epoch={window}")
+    elif method == "mct_line":
+        overrides.append("--model.init_args.max_start_epoch=null")
+    config = config_of(method, args)
+    cli = build_cli(config, overrides, args.work_dir / args.dataset / method, args.accelerator)
     hp = cli.model.hparams
     evaluator = SyntheticEvaluator(
         hp.arch, hp.arch_kwargs, args.protocol, args.runs, epochs=args.eval_epochs
@@ -105,7 +133,9 @@ def run(method: str, args: argparse.Namespace, experts: str) -> Progress:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="digits", help="uses mtt_<d>.yaml and mct_<d>.yaml")
+    parser.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
+    parser.add_argument("--ipc", type=int, default=1)
+    parser.add_argument("--data-root", type=Path, default=SHARED_DATA, help="the shared datasets")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--window", type=int, default=20, help="running-mean window of the loss")
@@ -120,15 +150,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     args.accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
+    args.data_args = [a.format(root=args.data_root) for a in DATA_ARGS.get(args.dataset, ())]
     clock = time.perf_counter()
     with cpu_threads(args.threads):
         # One expert set for both: the MTT config's experts (MCT reads their end points).
-        experts = str(args.work_dir / "experts")
-        hp = model_args(f"mtt_{args.dataset}.yaml")
-        if len(list(Path(experts).glob("expert_*.pt"))) < hp["num_experts"]:
-            model = [f"--model.init_args.trajectory_dir={experts}"]
-            model.append(f"--model.init_args.num_experts={hp['num_experts']}")
-            lit_distill(["fit", "--config", resolve_config(hp["expert_config"]), *QUIET, *model])
+        experts = expert_folder(args)
         progress = {m: run(m, args, experts) for m in METHODS}
     rows = []
     for m, p in progress.items():
@@ -152,9 +178,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         [[s, *(100 * progress[m].accuracy.get(s, float("nan")) for m in METHODS)] for s in steps],
     )
     minutes = (time.perf_counter() - clock) / 60
+    configs = ", ".join(f"`{Path(config_of(m, args)).name}`" for m in ("mtt", "mct"))
     body += (
-        f"\n\nSame experts for both (the `mtt_{args.dataset}.yaml` expert config, in "
-        f"`{experts}`); loss = each method's own matching loss, running mean over "
+        f"\n\nConfigs: {configs} (mct_window: max_start_epoch of the MTT config; mct_line: the "
+        f"whole line). Same experts for all (the MTT config's, in `{experts}`); loss = each "
+        "method's own matching loss, running mean over "
         f"{args.window} iterations. Evaluation: protocol {args.protocol}, {args.runs} runs per "
         f"point. Total wall time {minutes:.1f} min.\n"
     )

@@ -7,10 +7,12 @@ benchmarks' own output).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SHARED_DATA
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -91,3 +93,125 @@ def test_unroll_memory_benchmark_runs_both_modes(in_tmp):
     summary = unroll_memory.main(argv)
     assert set(summary) == {(m, s) for m in ("unroll", "replay") for s in (2, 3)}
     assert "replay/unroll wall" in out.read_text()
+
+
+@pytest.mark.slow
+def test_ablation_runs_variants_and_seeds(in_tmp):
+    import ablate
+
+    out = in_tmp / "ablate.md"
+    argv = [
+        "--config",
+        "mct_digits.yaml",
+        "--variant",
+        "line:",
+        "--variant",
+        "window:max_start_epoch=2",
+    ]
+    argv += ["--seeds", "0,1", "--iterations", "2", "--runs", "1", "--baseline-runs", "2"]
+    argv += ["--eval-epochs", "2", "--num-experts", "1", "--expert-epochs", "4", "--jobs", "2"]
+    results = ablate.main([*argv, "--work-dir", "bench", "--out", str(out)])
+    assert set(results["variants"]) == {"line", "window"}
+    assert all(len(runs) == 2 for runs in results["variants"].values())  # one per seed
+    assert len(results["random_real"].accuracies) == 2
+    assert "| window | max_start_epoch=2 |" in out.read_text()
+
+
+@pytest.mark.slow
+def test_mct_convergence_runs_every_method(in_tmp):
+    import mct_convergence
+
+    argv = ["--iterations", "2", "--eval-every", "1", "--runs", "1", "--eval-epochs", "2"]
+    progress = mct_convergence.main([*argv, "--work-dir", "bench"])
+    assert set(progress) == {"mtt", "mct_window", "mct_line"}
+    assert all(len(p.losses) == 2 and set(p.accuracy) == {0, 1, 2} for p in progress.values())
+
+
+FAKE_REFERENCE = '''
+"""Stands in for the patched MTT checkout: checks what it is given, returns the start images."""
+import argparse, json, sys, torch
+parser = argparse.ArgumentParser()
+for flag in ("dataset", "model", "buffer_path", "data_path", "init_path", "save_path"):
+    parser.add_argument("--" + flag)
+parser.add_argument("--Iteration", type=int)
+parser.add_argument("--ipc", type=int)
+parser.add_argument("--seed", type=int)
+parser.add_argument("--no_eval", action="store_true")
+args, rest = parser.parse_known_args()
+buffer = torch.load(f"{args.buffer_path}/{args.dataset}/{args.model}/replay_buffer_0.pt")
+# The reference ConvNetW32 on 1-channel 28 px input: per block conv (w, b) then norm (w, b).
+shapes = [(32, 1, 3, 3), (32,), (32,), (32,), (32, 32, 3, 3), (32,), (32,), (32,),
+          (32, 32, 3, 3), (32,), (32,), (32,), (10, 512), (10,)]
+for expert in buffer:
+    for epoch in expert:
+        assert [tuple(p.shape) for p in epoch] == shapes, [tuple(p.shape) for p in epoch]
+images = torch.load(args.init_path)
+labels = torch.arange(10).repeat_interleave(args.ipc)
+losses = [1.0] * (args.Iteration + 1)
+torch.save({"images": images, "labels": labels, "lr": 0.02, "losses": losses}, args.save_path)
+json.dump({"argv": sys.argv[1:], "experts": len(buffer)}, open(args.save_path + ".json", "w"))
+'''
+
+
+@pytest.mark.slow
+def test_mtt_reference_head_to_head_plumbing(in_tmp):
+    """The harness converts the experts to the reference's layout, hands it the start images and
+    the settings, and evaluates what comes back (a stand-in plays the reference)."""
+    import mtt_reference
+    from conftest import make_trajectory
+
+    from lit_distill.trajectory import expert_path
+
+    if not (SHARED_DATA / "MNIST").exists():
+        pytest.skip("the shared MNIST copy is not here")
+    reference = in_tmp / "reference"
+    reference.mkdir()
+    (reference / "distill.py").write_text(
+        FAKE_REFERENCE + "# --init_path --save_path --no_eval --seed\n"
+    )
+    (reference / "wandb.py").write_text("")
+    folder = in_tmp / "bench/experts/mnist_mtt_convnet3_w32_e8_wcfg_e4"
+    expert = make_trajectory(4, arch_kwargs={"width": 32}, image_shape=(1, 28, 28), dataset="mnist")
+    expert.save(expert_path(folder, 0))
+    argv = ["--reference", str(reference), "--seeds", "0", "--iterations", "2", "--runs", "1"]
+    argv += ["--eval-epochs", "1", "--num-experts", "1", "--expert-epochs", "4"]
+    argv += ["--data-root", str(SHARED_DATA), "--work-dir", "bench", "--out", "ref.md"]
+    out = mtt_reference.main(argv)
+    pair = out["pairs"][0]
+    assert pair["ref"].lr == 0.02 and pair["ref"].method == "mtt_reference"
+    # Handed back unchanged, the start images come out as the start set's pixels.
+    assert torch.allclose(pair["ref"].images, pair["start"].images, atol=1e-5)
+    seen = json.loads(
+        (in_tmp / "bench/mtt_reference/mnist_ipc1_seed0/reference.pt.json").read_text()
+    )
+    assert seen["experts"] == 1 and "--Iteration" in seen["argv"]
+    assert seen["argv"][seen["argv"].index("--Iteration") + 1] == "1"  # it runs Iteration + 1
+    assert seen["argv"][seen["argv"].index("--max_start_epoch") + 1] == "2"
+    assert "| 0 |" in (in_tmp / "ref.md").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_the_cpu(in_tmp):
+    """The GPU check script, in its reduced CPU form, so that it works the day a GPU is lent."""
+    import gpu_check
+
+    out = in_tmp / "gpu.md"
+    argv = ["--device", "cpu", "--quick", "--methods", "tgdd,mtt,dpd", "--work-dir", "bench"]
+    result = gpu_check.main([*argv, "--out", str(out)])
+    assert result["failed"] == 0, result["body"]
+    assert [row[:3] for row in result["rows"]] == [
+        [m, p, "ok"] for m in ("tgdd", "mtt", "dpd") for p in ("32-true", "bf16-mixed")
+    ]
+    text = out.read_text()
+    for script in ("tgdd_speed.py", "unroll_memory.py", "expert_throughput.py"):
+        assert f"### {script}" in text
+    assert "0 failures" in text
+
+
+@pytest.mark.slow
+def test_evaluation_speed_benchmark_compares_both_ways(in_tmp):
+    import eval_speed
+
+    result = eval_speed.main(["--rounds", "1", "--epochs", "3", "--runs", "2"])
+    assert result["difference"] < 0.02  # the same runs, trained one at a time or together
+    assert set(result["median"]) == {"off", "auto"}
