@@ -251,7 +251,8 @@ def report(pairs: dict[int, dict], results: dict, baseline: EvalResult, args) ->
         f"Over {len(pairs)} seeds x {args.runs} evaluation runs: lit-distill "
         f"{100 * np.mean(ours_all):.2f} ± {100 * np.std(ours_all):.2f} %, reference "
         f"{100 * np.mean(ref_all):.2f} ± {100 * np.std(ref_all):.2f} %, difference of the means "
-        f"{np.mean(gaps):+.2f} points (target: no less than -1); random real {pct(baseline)} %."
+        f"{np.mean(gaps):+.2f} points (target: no less than -1); random real {pct(baseline)} % "
+        f"({len(baseline.accuracies)} subsets)."
     )
     pair = next(iter(pairs.values()))
     p = next(iter(results.values()))[0]
@@ -260,11 +261,22 @@ def report(pairs: dict[int, dict], results: dict, baseline: EvalResult, args) ->
     notes = (
         f"Settings (both sides): {listed}, iterations={hp['iterations']}, arch={hp['arch']} "
         f"{hp['arch_kwargs']}, augment={hp['augment']}; reference flags: "
-        f"`{' '.join(pair['flags'])}`. Evaluation: protocol {p.protocol}, {args.runs} runs of "
+        f"`{' '.join(_relative(pair['flags']))}`. Evaluation: protocol {p.protocol}, "
+        f"{args.runs} runs of "
         f"{p.arch} per set. The two distillations of a seed ran side by side, one thread each "
         "(the reference's seconds include its start-up: reading the data, the experts)."
     )
     return f"{table(headers, rows)}\n\n{summary}\n\n{notes}\n"
+
+
+def _relative(flags: list[str]) -> list[str]:
+    """The flags with this machine's absolute paths shown relative to the working folder."""
+    here = Path.cwd()
+    return [
+        str(Path(f).relative_to(here)) if Path(f).is_absolute() and Path(f).is_relative_to(here)
+        else f
+        for f in flags
+    ]  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -276,6 +288,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--seeds", default="0,1,2", help="comma list of distillation seeds")
     add("--iterations", type=int, default=0, help="distillation iterations (0: the config's)")
     add("--runs", type=int, default=5, help="evaluation networks per set")
+    add("--baseline-runs", type=int, default=20, help="random real subsets (one network each)")
     add("--protocol", default="short", help="evaluation protocol")
     add("--eval-epochs", type=int, default=None, help="override of the protocol's epochs")
     add("--set", action="append", default=[], help="extra lit-distill override, both sides")
@@ -318,8 +331,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             )
             for seed, pair in pairs.items()
         }
-        real = random_real_baseline(dm.train_set, args.ipc, cli.model.zca, 0, args.runs)
-        baseline = evaluator.evaluate(real, *facts)
+        runs = args.baseline_runs
+        real = random_real_baseline(dm.train_set, args.ipc, cli.model.zca, 0, runs)
+        baseline = SyntheticEvaluator(
+            hp["arch"], hp.get("arch_kwargs"), args.protocol, runs, epochs=args.eval_epochs
+        ).evaluate(real, *facts)
     minutes = (time.perf_counter() - clock) / 60
     body = report(pairs, results, baseline, args)
     body += f"\nExperts: {experts}. Total wall time {minutes:.1f} min.\n"

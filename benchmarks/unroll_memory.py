@@ -21,6 +21,12 @@ shared machine hits both. In each process the memory in use is read once everyth
 - **targets** (issue of record): replay's peak flat in ``syn_steps`` within 10 %, at no more than
   1.5x unroll's time.
 
+``plain`` is a third side: the inner loop of MTT's ``distill.py`` written here in plain PyTorch
+(the network's parameters swapped for views of one flat vector before each forward, as the
+reference's ``ReparamModule`` does; a list of the student's vectors; ``autograd.grad`` with
+``create_graph`` per step; one ``backward`` of the normalised loss at the end), with the same
+network, data, DSA and plan. The engine's two modes are timed against it.
+
     python benchmarks/unroll_memory.py                         # width 32, CPU
     python benchmarks/unroll_memory.py --device cuda --width 128 --steps 10 20 40 80
 """
@@ -43,7 +49,7 @@ from lit_distill.distill.engine import FlatModel, Segment, StudentUnroll, plan_s
 from lit_distill.models import build_model
 
 MIB = 2**20
-MODES = ("unroll", "replay")
+MODES = ("unroll", "replay", "plain")
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -65,12 +71,17 @@ def worker(args: argparse.Namespace) -> dict:
         stream = torch.Generator().manual_seed(step.seed)
         return augment(images[rows], generator=stream), labels[rows]
 
-    engine = StudentUnroll(model, batch, args.mode)
+    engine = StudentUnroll(model, batch, args.mode) if args.mode != "plain" else None
+    flat = FlatForward(net) if args.mode == "plain" else None
 
     def iteration(i: int) -> None:
         plan = plan_steps(count, count, args.steps, torch.Generator().manual_seed(i))
-        result = engine.run(segment, plan, lr, [images])
-        images.grad = result.grads[0]
+        if flat is not None:
+            images.grad = lr.grad = None
+            plain_iteration(flat, segment, plan, lr, batch)
+        else:
+            result = engine.run(segment, plan, lr, [images])
+            images.grad = result.grads[0]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -89,6 +100,40 @@ def worker(args: argparse.Namespace) -> dict:
         cpus.append(time.process_time() - cpu)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss_bytes("VmHWM")
     return {"wall": median(walls), "cpu": median(cpus), "delta": peak - base}
+
+
+class FlatForward:
+    """A network evaluated at a flat parameter vector the way MTT's ``ReparamModule`` does it:
+    its parameters are removed, and before each forward every one is set to a view of the
+    vector (written here)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.net = net
+        self.slots = []  # (module, attribute name, shape)
+        for name, param in list(net.named_parameters()):
+            owner, _, attr = name.rpartition(".")
+            module = net.get_submodule(owner)
+            self.slots.append((module, attr, param.shape))
+            delattr(module, attr)
+            setattr(module, attr, param.detach())
+        self.sizes = [int(torch.Size(shape).numel()) for _, _, shape in self.slots]
+
+    def __call__(self, vector: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        for (module, attr, shape), piece in zip(self.slots, vector.split(self.sizes), strict=True):
+            setattr(module, attr, piece.view(shape))
+        return self.net(inputs)
+
+
+def plain_iteration(flat: FlatForward, segment: Segment, plan, lr, batch) -> None:
+    """MTT's inner loop and loss, with one backward through every step (plain PyTorch)."""
+    student = [segment.start.clone().requires_grad_(True)]
+    for step in plan:
+        inputs, targets = batch(step)
+        loss = torch.nn.functional.cross_entropy(flat(student[-1], inputs), targets)
+        grad = torch.autograd.grad(loss, student[-1], create_graph=True)[0]
+        student.append(student[-1] - lr * grad)
+    moved = (student[-1] - segment.target).pow(2).sum()
+    (moved / (segment.start - segment.target).pow(2).sum()).backward()
 
 
 def run_worker(mode: str, steps: int, args: argparse.Namespace) -> dict:
@@ -111,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.worker:
@@ -120,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     runs: dict[tuple[str, int], list[dict]] = {}
     for steps in args.steps:
         for repeat in range(args.repeats):
-            order = MODES if repeat % 2 == 0 else MODES[::-1]
+            order = args.modes if repeat % 2 == 0 else args.modes[::-1]
             for mode in order:
                 runs.setdefault((mode, steps), []).append(run_worker(mode, steps, args))
     summary = {key: {k: median([r[k] for r in rs]) for k in rs[0]} for key, rs in runs.items()}
@@ -131,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             steps, u["delta"] / MIB, r["delta"] / MIB, 1000 * u["wall"], 1000 * r["wall"],
             r["wall"] / u["wall"], 1000 * u["cpu"], 1000 * r["cpu"], r["cpu"] / u["cpu"],
         ])  # fmt: skip
+    plain_body = plain_table(summary, args) if "plain" in args.modes else ""
     replay_peaks = [summary[("replay", s)]["delta"] for s in args.steps]
     spread = max(replay_peaks) / min(replay_peaks)
     worst = max(row[5] for row in rows)
@@ -152,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"{'met' if spread <= 1.10 else 'MISSED'}); its time is at most {worst:.2f}x unroll's "
         f"wall time and {worst_cpu:.2f}x its CPU time (target: at most 1.5x: "
         f"{'met' if max(worst, worst_cpu) <= 1.5 else 'MISSED'}).\n"
-    )
+    ) + plain_body
     settings = {
         "network": f"convnet3 width {args.width}",
         "synthetic set": f"IPC {args.ipc} x 10 classes of 3x32x32, all images per step",
@@ -168,6 +215,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     emit(text, args.out)
     return summary
+
+
+def plain_table(summary: dict, args: argparse.Namespace) -> str:
+    """The engine's modes against the plain loop: CPU time and peak, as ratios."""
+    rows = []
+    for steps in args.steps:
+        p = summary[("plain", steps)]
+        u, r = summary[("unroll", steps)], summary[("replay", steps)]
+        rows.append([
+            steps, 1000 * p["cpu"], p["delta"] / MIB, u["cpu"] / p["cpu"], r["cpu"] / p["cpu"],
+            u["wall"] / p["wall"], r["wall"] / p["wall"], r["delta"] / p["delta"],
+        ])  # fmt: skip
+    unroll = max(row[3] for row in rows)
+    replay = max(row[4] for row in rows)
+    headers = [
+        "syn_steps", "plain CPU (ms)", "plain peak (MiB)", "unroll/plain CPU",
+        "replay/plain CPU", "unroll/plain wall", "replay/plain wall", "replay/plain peak",
+    ]  # fmt: skip
+    return (
+        f"\nAgainst the plain loop (MTT's inner loop written here, see the docstring):\n\n"
+        f"{table(headers, rows)}\n\nCPU time: unroll at most {unroll:.2f}x the plain loop "
+        f"(target 0.85x: {'met' if unroll <= 0.85 else 'MISSED'}), replay at most {replay:.2f}x "
+        f"(target 1.0x: {'met' if replay <= 1.0 else 'MISSED'}).\n"
+    )
 
 
 if __name__ == "__main__":

@@ -91,8 +91,9 @@ def test_unroll_memory_benchmark_runs_both_modes(in_tmp):
     out = in_tmp / "unroll.md"
     argv = ["--steps", "2", "3", "--width", "4", "--ipc", "1", "--repeats", "1", "--out", str(out)]
     summary = unroll_memory.main(argv)
-    assert set(summary) == {(m, s) for m in ("unroll", "replay") for s in (2, 3)}
-    assert "replay/unroll wall" in out.read_text()
+    assert set(summary) == {(m, s) for m in ("unroll", "replay", "plain") for s in (2, 3)}
+    text = out.read_text()
+    assert "replay/unroll wall" in text and "unroll/plain CPU" in text
 
 
 @pytest.mark.slow
@@ -215,3 +216,29 @@ def test_evaluation_speed_benchmark_compares_both_ways(in_tmp):
     result = eval_speed.main(["--rounds", "1", "--epochs", "3", "--runs", "2"])
     assert result["difference"] < 0.02  # the same runs, trained one at a time or together
     assert set(result["median"]) == {"off", "auto"}
+
+
+def test_plain_loop_of_the_speed_benchmark_computes_the_engines_gradient():
+    """The plain MTT-shaped loop the engine is timed against does the same computation."""
+    import unroll_memory
+
+    from lit_distill.distill.engine import FlatModel, Segment, StudentUnroll, plan_steps
+    from lit_distill.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("convnet3", 10, (3, 16, 16), width=4).train()
+    model = FlatModel(net)
+    start = model.flatten()
+    segment = Segment(start, start + 0.01 * torch.randn_like(start))
+    images = torch.randn(10, 3, 16, 16, requires_grad=True)
+    labels = torch.arange(10)
+    lr = torch.tensor(0.01, requires_grad=True)
+    plan = plan_steps(10, 10, 3, torch.Generator().manual_seed(0))
+    result = StudentUnroll(model, lambda step: (images[step.indices], labels[step.indices]),
+                           "unroll").run(segment, plan, lr, [images])  # fmt: skip
+    flat = unroll_memory.FlatForward(build_model("convnet3", 10, (3, 16, 16), width=4).train())
+    unroll_memory.plain_iteration(
+        flat, segment, plan, lr, lambda step: (images[step.indices], labels[step.indices])
+    )
+    torch.testing.assert_close(images.grad, result.grads[0], rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(lr.grad, result.grad_lr, rtol=1e-4, atol=1e-8)
