@@ -242,3 +242,11 @@ def test_plain_loop_of_the_speed_benchmark_computes_the_engines_gradient():
     )
     torch.testing.assert_close(images.grad, result.grads[0], rtol=1e-4, atol=1e-8)
     torch.testing.assert_close(lr.grad, result.grad_lr, rtol=1e-4, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_expert_batching_benchmark_times_both_ways():
+    import expert_batching
+
+    rows = expert_batching.main(["--widths", "4", "--experts", "2", "--batch", "8", "--steps", "1"])
+    assert len(rows) == 1 and rows[0][2] > 0 and rows[0][3] > 0

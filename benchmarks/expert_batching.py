@@ -1,0 +1,116 @@
+"""Would training experts together pay? R experts' SGD steps one after another against one
+vmapped step over their stacked parameters.
+
+Expert training has the shape of evaluation: several networks of one architecture, each its own
+seed, on the same data. This measures one training step (forward, backward, SGD) of ``--experts``
+ConvNet-3s on real-sized batches (``--batch`` images of ``--size`` px, each expert its own
+batch), either one network at a time or all of them in one ``torch.func.vmap`` of
+``functional_call`` over stacked parameters. The two ways alternate over ``--rounds``; process
+CPU time and wall time per step are medians. Batching is worth building for experts only if it
+is clearly faster here.
+
+    python benchmarks/expert_batching.py                       # CPU, width 32 and 128
+    python benchmarks/expert_batching.py --device cuda --widths 128 --experts 4 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from common import add_output_arguments, command_line, emit, median, section, table
+from torch.func import functional_call, vmap
+
+from lit_distill.models import build_model
+
+
+def steps(width: int, experts: int, args) -> dict[str, callable]:
+    """One training step of every expert, both ways (fresh networks, SGD lr 0.01)."""
+    device = torch.device(args.device)
+    shape = (3, args.size, args.size)
+    nets = [build_model("convnet3", 10, shape, width=width).to(device) for _ in range(experts)]
+    images = torch.randn(experts, args.batch, *shape, device=device)
+    labels = torch.randint(10, (experts, args.batch), device=device)
+    optimizers = [torch.optim.SGD(net.parameters(), lr=0.01) for net in nets]
+    stacked = {
+        name: torch.stack(
+            [dict(n.named_parameters())[name].detach() for n in nets]
+        ).requires_grad_()
+        for name, _ in nets[0].named_parameters()
+    }
+    stacked_sgd = torch.optim.SGD(stacked.values(), lr=0.01)
+    forward = vmap(lambda params, x: functional_call(nets[0], params, (x,)))
+
+    def one_at_a_time() -> None:
+        for net, opt, x, y in zip(nets, optimizers, images, labels, strict=True):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+
+    def together() -> None:
+        stacked_sgd.zero_grad(set_to_none=True)
+        logits = forward(stacked, images)
+        sum(F.cross_entropy(out, y) for out, y in zip(logits, labels, strict=True)).backward()
+        stacked_sgd.step()
+
+    return {"one at a time": one_at_a_time, "together": together}
+
+
+def timed(fn, repeats: int, device: str) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn`` (after one warm-up call)."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        walls.append(time.perf_counter() - wall), cpus.append(time.process_time() - cpu)
+    return median(walls), median(cpus)
+
+
+def main(argv: Sequence[str] | None = None) -> list:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--experts", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--batch", type=int, default=256, help="images per expert step (MTT)")
+    parser.add_argument("--size", type=int, default=32, help="image side (CIFAR: 32)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, ways alternated")
+    parser.add_argument("--device", default="cpu")
+    add_output_arguments(parser)
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    rows = []
+    for width in args.widths:
+        for experts in args.experts:
+            ways = steps(width, experts, args)
+            times = {name: ([], []) for name in ways}
+            for r in range(args.rounds):
+                for name in ways if r % 2 == 0 else reversed(list(ways)):
+                    wall, cpu = timed(ways[name], args.steps, args.device)
+                    times[name][0].append(wall), times[name][1].append(cpu)
+            one, together = ((median(w), median(c)) for w, c in times.values())
+            rows.append([
+                width, experts, 1000 * one[1], 1000 * together[1], one[1] / together[1],
+                one[0] / together[0],
+            ])  # fmt: skip
+    headers = ["width", "experts", "one at a time CPU (ms)", "together CPU (ms)",
+               "speed-up CPU", "speed-up wall"]  # fmt: skip
+    best = max(row[4] for row in rows)
+    body = table(headers, rows) + (
+        f"\n\nOne step of every expert ({args.batch} images of {args.size} px each, ConvNet-3), "
+        f"medians over {args.rounds} alternated rounds of {args.steps} steps. Best CPU speed-up "
+        f"of training together: {best:.2f}x.\n"
+    )
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    title = "Experts: training several together (vmapped) vs one at a time"
+    emit(section(title, command_line(__file__, argv), args.device, settings, body), args.out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
