@@ -86,9 +86,9 @@ ONCE = (
     "HPU available:",
     "Trainer already configured with model summary callbacks",
 )
-#: Lightning messages never shown: an advertisement, and the end of every expert's fit (the
+#: Lightning messages never shown: advertisements, and the end of every expert's fit (the
 #: runner prints a line per finished expert instead).
-NEVER = ("litlogger", "`Trainer.fit` stopped: `max_epochs=")
+NEVER = ("litlogger", "litmodels", "`Trainer.fit` stopped: `max_epochs=")
 
 
 class _OncePerProcess(logging.Filter):

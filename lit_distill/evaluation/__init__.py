@@ -1,6 +1,7 @@
 """Evaluation of synthetic sets: fresh networks trained on them, measured on real test images."""
 
 from lit_distill.evaluation.callback import EvaluationCallback
+from lit_distill.evaluation.comparison import ComparisonModule
 from lit_distill.evaluation.evaluator import (
     EvalResult,
     SyntheticEvaluator,
@@ -17,6 +18,7 @@ from lit_distill.evaluation.protocols import (
 from lit_distill.evaluation.train import accuracy, train_on_synthetic
 
 __all__ = [
+    "ComparisonModule",
     "DEFAULT_LR",
     "PROTOCOLS",
     "EvalProtocol",
