@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import make_trajectory
 
 from lit_distill.cli import resolve_config, shipped_configs
+from lit_distill.export import SyntheticData, save_synthetic
 from lit_distill.trajectory import expert_path
 
 TINY = {"width": 8}
@@ -51,6 +53,18 @@ def test_config_runs_with_fast_dev_run(name, in_tmp, run_cli):
     arch = config["model"]["init_args"].get("arch", "convnet3")
     if model == "EvaluationModule":
         run_cli("test", *args, "--model.init_args.ipc=1", "--model.init_args.epochs=2")
+        return
+    if model == "ComparisonModule":
+        one = SyntheticData(
+            images=torch.rand(num_classes, *shape), labels=torch.arange(num_classes),
+            label_logits=None, lr=None, factor=1, ipc=1, num_classes=num_classes,
+            class_names=[str(c) for c in range(num_classes)], dataset=dataset,
+            image_shape=list(shape), zca=False, method="dm",
+        )  # fmt: skip
+        path = save_synthetic(in_tmp / "set.pt", one)
+        tiny = ["--model.init_args.epochs=1", "--model.init_args.num_runs=1"]
+        run_cli("test", *args, f"--model.init_args.sets=[{path}]", *tiny,
+                "--model.init_args.full_epochs=1")  # fmt: skip
         return
     args += [f"--model.init_args.arch_kwargs={TINY}", "--trainer.fast_dev_run=true"]
     matching = model in ("MTTModule", "DATMModule", "MCTModule", "DPDModule")
