@@ -54,7 +54,7 @@ def test_config_runs_with_fast_dev_run(name, in_tmp, run_cli):
     if model == "EvaluationModule":
         run_cli("test", *args, "--model.init_args.ipc=1", "--model.init_args.epochs=2")
         return
-    if model == "ComparisonModule":
+    if model in ("ComparisonModule", "NASModule"):
         one = SyntheticData(
             images=torch.rand(num_classes, *shape), labels=torch.arange(num_classes),
             label_logits=None, lr=None, factor=1, ipc=1, num_classes=num_classes,
@@ -62,9 +62,17 @@ def test_config_runs_with_fast_dev_run(name, in_tmp, run_cli):
             image_shape=list(shape), zca=False, method="dm",
         )  # fmt: skip
         path = save_synthetic(in_tmp / "set.pt", one)
-        tiny = ["--model.init_args.epochs=1", "--model.init_args.num_runs=1"]
-        run_cli("test", *args, f"--model.init_args.sets=[{path}]", *tiny,
-                "--model.init_args.full_epochs=1")  # fmt: skip
+        tiny = ["--model.init_args.epochs=1"]
+        if model == "ComparisonModule":
+            tiny += ["--model.init_args.num_runs=1", "--model.init_args.full_epochs=1"]
+        else:  # a few small architectures, trained briefly
+            tiny += [
+                "--model.init_args.space_size=2",
+                "--model.init_args.real_epochs=1",
+                "--model.init_args.widths=[8]",
+                "--model.init_args.real_per_class=4",
+            ]
+        run_cli("test", *args, f"--model.init_args.sets=[{path}]", *tiny)
         return
     args += [f"--model.init_args.arch_kwargs={TINY}", "--trainer.fast_dev_run=true"]
     matching = model in ("MTTModule", "DATMModule", "MCTModule", "DPDModule")

@@ -15,6 +15,7 @@ from lit_distill.evaluation.protocols import (
     EvalProtocol,
     resolve_protocol,
 )
+from lit_distill.evaluation.search import NASModule
 from lit_distill.evaluation.train import accuracy, train_on_synthetic
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "EvalResult",
     "EvaluationCallback",
     "EvaluationModule",
+    "NASModule",
     "SyntheticEvaluator",
     "TrainedRun",
     "accuracy",

@@ -124,16 +124,17 @@ class CellStore:
     def path(self, cell: Cell) -> Path:
         return self.folder / "cells" / cell.key(self.settings)
 
-    def get(self, cell: Cell) -> EvalResult | None:
+    def get(self, cell: Cell) -> tuple[EvalResult, float] | None:
+        """The cell's result and the seconds it took, if it was finished before."""
         path = self.path(cell)
         if not path.is_file():
             return None
         saved = json.loads(path.read_text(encoding="utf-8"))
-        return EvalResult(**{**saved, "accuracies": tuple(saved["accuracies"])})
+        seconds = saved.pop("seconds", 0.0)
+        return EvalResult(**{**saved, "accuracies": tuple(saved["accuracies"])}), seconds
 
-    def put(self, cell: Cell, result: EvalResult) -> None:
-        self.path(cell).parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(asdict(result), indent=1)
+    def put(self, cell: Cell, result: EvalResult, seconds: float = 0.0) -> None:
+        text = json.dumps({**asdict(result), "seconds": seconds}, indent=1)
         write_atomic(self.path(cell), lambda f: f.write(text.encode("utf-8")))
 
 

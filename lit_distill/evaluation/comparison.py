@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lit_distill.console import REPORT
+from lit_distill.console import REPORT, duration
 from lit_distill.errors import SyntheticSetNotFoundError
 from lit_distill.evaluation.compare import (
     HARD,
@@ -199,7 +199,9 @@ class ComparisonModule(DataTask):
         if found is not None:
             log.info("%s, %s, %s: done before, reused", cell.row.name, cell.arch,
                      cell.condition.name)  # fmt: skip
-            return found
+            result, seconds = found
+            self.seconds[cell.row.kind] = self.seconds.get(cell.row.kind, 0.0) + seconds
+            return result
         hp = self.hparams
         runs = {"set": hp.num_runs, "random": hp.baseline_runs or hp.num_runs}
         runs["full"] = hp.full_runs
@@ -212,7 +214,7 @@ class ComparisonModule(DataTask):
         seconds = time.perf_counter() - clock
         self.seconds[cell.row.kind] = self.seconds.get(cell.row.kind, 0.0) + seconds
         if self.trainer.is_global_zero:
-            store.put(cell, result)
+            store.put(cell, result, seconds)
         log.info("%s, %s, %s: %s %%", cell.row.name, cell.arch, cell.condition.name, pct(result))
         return result
 
@@ -229,6 +231,8 @@ class ComparisonModule(DataTask):
         text = "Accuracy (%) on the real test split, mean ± std over runs:\n\n" + markdown(lines)
         if hp.scores:
             text += "\n\n" + self.scores_text()
+        spent = ", ".join(f"{kind} {duration(s)}" for kind, s in self.seconds.items())
+        text += f"\n\nTraining time of the cells, by row: {spent}."
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "comparison.md").write_text(text + "\n", encoding="utf-8")
         (folder / "comparison.csv").write_text(csv_text(self.long_table()), encoding="utf-8")
