@@ -55,8 +55,10 @@ def main(args: list[str] | None = None) -> None:
         _fail(abort.error, f" (while building {abort.what})")
     except LitDistillError as err:
         _fail(err)
+    from lightning.pytorch.utilities import rank_zero_only
+
     summary = REPORT.render()
-    if summary:
+    if summary and rank_zero_only.rank == 0:  # one summary, not one per DDP rank
         print(summary)
 
 

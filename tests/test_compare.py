@@ -59,8 +59,8 @@ def test_cells_are_stored_under_keys_that_change_with_their_settings(tmp_path):
     result = EvalResult("tgdd", "convnet3", "short", 1, (0.5, 0.6))
     store = CellStore(tmp_path, {"protocol": "short", "epochs": 300})
     assert store.get(cell) is None
-    store.put(cell, result)
-    assert store.get(cell) == result
+    store.put(cell, result, seconds=12.5)
+    assert store.get(cell) == (result, 12.5)
     assert CellStore(tmp_path, {"protocol": "short", "epochs": 30}).get(cell) is None
     other = Cell(Row("tgdd", "set", 1, False, "456"), "convnet3", PLAIN)  # another file's data
     assert store.get(other) is None

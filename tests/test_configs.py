@@ -39,6 +39,17 @@ def data_of(config: dict) -> tuple[str, int, tuple[int, int, int]]:
     }[source]
 
 
+def stand_in_set(folder, dataset: str, num_classes: int, shape) -> str:
+    """An exported one-image-per-class set of ``dataset``, for configs that compare sets."""
+    one = SyntheticData(
+        images=torch.rand(num_classes, *shape), labels=torch.arange(num_classes),
+        label_logits=None, lr=None, factor=1, ipc=1, num_classes=num_classes,
+        class_names=[str(c) for c in range(num_classes)], dataset=dataset,
+        image_shape=list(shape), zca=False, method="dm",
+    )  # fmt: skip
+    return str(save_synthetic(folder / "set.pt", one))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(shipped_configs()))
 def test_config_runs_with_fast_dev_run(name, in_tmp, run_cli):
@@ -55,13 +66,7 @@ def test_config_runs_with_fast_dev_run(name, in_tmp, run_cli):
         run_cli("test", *args, "--model.init_args.ipc=1", "--model.init_args.epochs=2")
         return
     if model in ("ComparisonModule", "NASModule"):
-        one = SyntheticData(
-            images=torch.rand(num_classes, *shape), labels=torch.arange(num_classes),
-            label_logits=None, lr=None, factor=1, ipc=1, num_classes=num_classes,
-            class_names=[str(c) for c in range(num_classes)], dataset=dataset,
-            image_shape=list(shape), zca=False, method="dm",
-        )  # fmt: skip
-        path = save_synthetic(in_tmp / "set.pt", one)
+        path = stand_in_set(in_tmp, dataset, num_classes, shape)
         tiny = ["--model.init_args.epochs=1"]
         if model == "ComparisonModule":
             tiny += ["--model.init_args.num_runs=1", "--model.init_args.full_epochs=1"]

@@ -113,9 +113,11 @@ def test_experts_are_trained_data_parallel_and_written_once(in_tmp):
     done = cli(in_tmp, *args)
     assert len(list_experts(in_tmp / "ddp_experts")) == 2
     log = done.stdout + done.stderr
-    assert log.count("trajectory written") == 2  # once per expert: rank 0 writes
+    for index in (1, 2):  # one line per expert (rank 0 writes it), one summary
+        assert log.count(f"expert {index}/2 done") == 1
+    assert log.count("Summary") == 1
     again = cli(in_tmp, *args)  # nothing left to train: no second process is even started
-    assert (again.stdout + again.stderr).count("already complete, skipped") == 2
+    assert (again.stdout + again.stderr).count("all 2 experts already in") == 1
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch.distributed as dist
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from lit_distill.console import REPORT, duration
 from lit_distill.errors import TrajectoryCorruptError
@@ -74,7 +75,7 @@ def train_experts(
             if _agreed(is_complete(path)):
                 reused.append(path)
                 continue
-            if not trained and reused:
+            if not trained and reused and rank_zero_only.rank == 0:
                 log.info("%d of %d experts already in %s: reused", len(reused), count, path.parent)
             model.start_expert(index)
             L.seed_everything(derive_seed(model.hparams.seed, index) % 2**32, verbose=False)
@@ -92,8 +93,9 @@ def train_experts(
             accuracy = trainer.callback_metrics.get("val/acc")
             acc = "" if accuracy is None else f", test acc {100 * float(accuracy):.2f} %"
             seconds = duration(time.perf_counter() - clock)
-            log.info("expert %d/%d done in %s%s -> %s", index + 1, count, seconds, acc, path)
-    if not trained and reused:
+            if trainer.is_global_zero:  # one line per expert, not one per DDP rank
+                log.info("expert %d/%d done in %s%s -> %s", index + 1, count, seconds, acc, path)
+    if not trained and reused and rank_zero_only.rank == 0:
         log.info("all %d experts already in %s: reused", len(reused), reused[0].parent)
     REPORT.counts["experts"] = f"{len(trained)} trained, {len(reused)} reused"
     for path in paths:
