@@ -111,8 +111,21 @@ def section(title: str, command: str, device: str, settings: dict[str, object], 
     )
 
 
+#: The repository's folder: results name paths relative to it, never a machine's.
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def relative_paths(text: str) -> str:
+    """``text`` with absolute paths inside the repository, or beside it (``../shared``), made
+    relative to the repository."""
+    text = text.replace(f"{REPOSITORY}/", "").replace(f"{REPOSITORY.parent}/", "../")
+    return text
+
+
 def emit(text: str, out: Path | None) -> None:
-    """Print ``text`` and, when ``out`` is given, append it to that Markdown file."""
+    """Print ``text`` and, when ``out`` is given, append it to that Markdown file (paths made
+    relative to the repository)."""
+    text = relative_paths(text)
     print(text)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -250,3 +250,10 @@ def test_expert_batching_benchmark_times_both_ways():
 
     rows = expert_batching.main(["--widths", "4", "--experts", "2", "--batch", "8", "--steps", "1"])
     assert len(rows) == 1 and rows[0][2] > 0 and rows[0][3] > 0
+
+
+def test_results_name_paths_relative_to_the_repository():
+    from common import REPOSITORY, relative_paths
+
+    text = f"data_root={REPOSITORY.parent}/shared/data, work_dir={REPOSITORY}/runs/bench"
+    assert relative_paths(text) == "data_root=../shared/data, work_dir=runs/bench"
