@@ -19,6 +19,7 @@ space with DM's own image lr (1). TGDD's image lr follows its code's rule, 0.01 
 
     python benchmarks/compare_methods.py                          # digits + MNIST, IPC 1, CPU
     python benchmarks/compare_methods.py --datasets mnist --ipc 1,10 --methods mtt,datm
+    python benchmarks/compare_methods.py --datasets mnist --ipc 10 --reuse  # keep finished runs
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from lit_distill.evaluation import EvalResult, SyntheticEvaluator
 from lit_distill.evaluation.evaluator import random_real_baseline
 from lit_distill.export import load_synthetic, save_synthetic
 from lit_distill.main import main as lit_distill
+
+OUTCOME = "outcome.json"  # a finished run's costs, beside its exported set (for --reuse)
 
 BENCH = Path(__file__).resolve().parent
 CPU_CONFIGS = BENCH / "configs"
@@ -176,7 +179,7 @@ def worker(spec: dict) -> dict:
     start = None
     if spec.get("start"):  # the set before the first iteration, for an evaluation of it
         start = str(save_synthetic(root / "synthetic_start.pt", trace.start, grid=False))
-    return {
+    outcome = {
         "export": str(root / "synthetic_final.pt"),
         "start_export": start,
         "loss_tail": trace.loss_tail(),
@@ -187,9 +190,36 @@ def worker(spec: dict) -> dict:
         "seconds": seconds,
         "iterations": int(cli.model.iteration),
     }
+    (root / OUTCOME).write_text(json.dumps(outcome))
+    return outcome
+
+
+def finished(spec: dict) -> dict | None:
+    """``--reuse``: the outcome of a finished run of the same settings in the spec's folder.
+
+    A run counts as finished when its final set was exported; it is the same run when the
+    seed, model and data of its saved ``config.yaml`` equal the ones this spec would use.
+    Runs from before ``outcome.json`` was written keep their set but not their costs.
+    """
+    root = Path(spec["root"])
+    saved, final = root / "config.yaml", root / "synthetic_final.pt"
+    if not (saved.exists() and final.exists()):
+        return None
+    cli = build_cli(spec["config"], spec["overrides"], root, spec["accelerator"])
+    wanted = yaml.safe_load(cli.parser.dump(cli.config, skip_none=False))
+    found = yaml.safe_load(saved.read_text())
+    if any(wanted.get(k) != found.get(k) for k in ("seed_everything", "model", "data")):
+        return None
+    if (root / OUTCOME).exists():
+        return {**json.loads((root / OUTCOME).read_text()), "reused": True}
+    nan = float("nan")
+    return {"export": str(final), "start_export": None, "reused": True,
+            "ms": nan, "delta": nan, "seconds": nan}  # fmt: skip
 
 
 def run_worker(spec: dict) -> dict:
+    if spec.get("reuse") and (done := finished(spec)) is not None:
+        return done
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"] or os.cpu_count())}
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -236,6 +266,12 @@ def report(outcomes: list[tuple[str, int, dict, dict]], args, notes: list[str], 
         for method in [*runs, "random_real"]:
             r = runs.get(method)
             cost = ["—", "—", "—"] if r is None else [r["ms"], r["delta"] / MIB, r["seconds"]]
+            cost = ["—" if v != v else v for v in cost]  # NaN: reused, costs not recorded
+            if r is not None and r.get("reused"):
+                kept = "" if r["seconds"] == r["seconds"] else ", costs not recorded"
+                notes.append(
+                    f"{dataset} IPC {ipc} {method}: reused `{Path(r['export']).parent}`{kept}"
+                )
             rows.append([dataset, ipc, method, pct(res[method]), *cost])
             accs = ", ".join(f"{100 * a:.2f}" for a in res[method].accuracies)
             raw.append(f"{dataset} IPC {ipc} {method}: {accs}")
@@ -279,6 +315,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--data-root", type=Path, default=SHARED_DATA, help="root of the shared datasets")
     add("--work-dir", type=Path, default=Path("runs/bench"), help="experts cache, run folders")
     add("--out", type=Path, default=None, help="append the result section to this Markdown file")
+    add("--reuse", action="store_true", help="keep finished runs of the same settings")
     add("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.accelerator = "gpu" if args.device.startswith("cuda") else "cpu"
@@ -305,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> list:
                     "method": method, "config": run.config, "threads": args.threads,
                     "overrides": run_args(run, method, ipc, args, data_args),
                     "root": str(args.work_dir / "compare" / f"{dataset}_ipc{ipc}_{method}"),
-                    "accelerator": args.accelerator, "warmup": args.warmup,
+                    "accelerator": args.accelerator, "warmup": args.warmup, "reuse": args.reuse,
                 }
                 for method, run in plan.items()
             ]  # fmt: skip

@@ -82,6 +82,24 @@ def test_method_comparison_runs_and_writes_its_section(in_tmp):
     assert all(r["iterations"] == 4 and r["delta"] >= 0 for r in runs.values())
     compare_methods.main([*argv, "--num-experts", "1", "--work-dir", "bench", "--out", str(out)])
     assert "| digits | 1 | mct |" in out.read_text()
+    # --reuse keeps the finished runs of the same settings, with their recorded costs ...
+    again = compare_methods.main([*argv, "--num-experts", "1", "--work-dir", "bench", "--reuse"])
+    ((_, _, kept, _),) = again
+    assert all(r.get("reused") and r["iterations"] == 4 for r in kept.values())
+    # ... and not a run whose settings differ
+    args = compare_methods.parse_args([*argv, "--iterations", "5", "--work-dir", "bench"])
+    run = compare_methods.DATASETS["digits"]["mct"].at(1)
+    spec = {"config": run.config, "overrides": compare_methods.run_args(run, "mct", 1, args, [])}
+    spec |= {"root": str(in_tmp / "bench" / "compare" / "digits_ipc1_mct"), "accelerator": "cpu"}
+    assert compare_methods.finished(spec) is None
+    spec["overrides"] = compare_methods.run_args(
+        run,
+        "mct",
+        1,
+        compare_methods.parse_args([*argv, "--num-experts", "1", "--work-dir", "bench"]),
+        [],
+    )
+    assert compare_methods.finished(spec)["iterations"] == 4
 
 
 @pytest.mark.slow
