@@ -322,6 +322,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def distil(dataset: str, ipc: int, methods: Sequence[str], args, notes: list[str]) -> dict:
+    """Every method's run at ``dataset`` and ``ipc`` (experts first): method -> its outcome."""
+    data_args = [a.format(root=args.data_root) for a in DATA_ARGS.get(dataset, ())]
+    plan = {m: run.at(ipc) for m, run in DATASETS[dataset].items() if m in methods}
+    with cpu_threads(args.threads):
+        for method, run in plan.items():
+            found = ensure_experts(run, args, data_args)
+            notes.append(f"{dataset} IPC {ipc} {method} experts: {found}")
+    specs = [
+        {
+            "method": method, "config": run.config, "threads": args.threads,
+            "overrides": run_args(run, method, ipc, args, data_args),
+            "root": str(args.work_dir / "compare" / f"{dataset}_ipc{ipc}_{method}"),
+            "accelerator": args.accelerator, "warmup": args.warmup, "reuse": args.reuse,
+        }
+        for method, run in plan.items()
+    ]  # fmt: skip
+    with ThreadPoolExecutor(args.jobs) as pool:
+        return dict(zip(plan, pool.map(run_worker, specs), strict=True))
+
+
 def main(argv: Sequence[str] | None = None) -> list:
     args = parse_args(argv)
     if args.worker is not None:
@@ -332,22 +353,7 @@ def main(argv: Sequence[str] | None = None) -> list:
     for dataset in args.datasets.split(","):
         data_args = [a.format(root=args.data_root) for a in DATA_ARGS.get(dataset, ())]
         for ipc in (int(v) for v in args.ipc.split(",")):
-            plan = {m: run.at(ipc) for m, run in DATASETS[dataset].items() if m in methods}
-            with cpu_threads(args.threads):
-                for method, run in plan.items():
-                    found = ensure_experts(run, args, data_args)
-                    notes.append(f"{dataset} IPC {ipc} {method} experts: {found}")
-            specs = [
-                {
-                    "method": method, "config": run.config, "threads": args.threads,
-                    "overrides": run_args(run, method, ipc, args, data_args),
-                    "root": str(args.work_dir / "compare" / f"{dataset}_ipc{ipc}_{method}"),
-                    "accelerator": args.accelerator, "warmup": args.warmup, "reuse": args.reuse,
-                }
-                for method, run in plan.items()
-            ]  # fmt: skip
-            with ThreadPoolExecutor(args.jobs) as pool:
-                runs = dict(zip(plan, pool.map(run_worker, specs), strict=True))
+            runs = distil(dataset, ipc, methods, args, notes)
             with cpu_threads(args.threads):
                 outcomes.append((dataset, ipc, runs, evaluate(dataset, ipc, runs, args, data_args)))
     minutes = (time.perf_counter() - clock) / 60

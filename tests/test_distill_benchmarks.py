@@ -103,6 +103,23 @@ def test_method_comparison_runs_and_writes_its_section(in_tmp):
 
 
 @pytest.mark.slow
+def test_fair_evaluation_benchmark_compares_and_searches(in_tmp):
+    import fair_eval
+
+    out = in_tmp / "fair.md"
+    argv = ["--dataset", "digits", "--methods", "tgdd,mct", "--iterations", "2", "--width", "8"]
+    argv += ["--expert-epochs", "3", "--num-experts", "1", "--work-dir", "bench", "--out", str(out)]
+    argv += ["--eval-epochs", "2", "--runs", "1", "--full-epochs", "1"]
+    body = fair_eval.main([*argv, "--part", "compare", "--archs", "convnet"])
+    assert "| tgdd |" in body and "| random real (IPC 1) |" in body and "LRS" in body
+    assert (in_tmp / "bench" / "fair" / "compare_digits_ipc1" / "comparison.png").exists()
+    # the search uses the same sets: nothing is distilled again
+    body = fair_eval.main([*argv, "--part", "nas", "--space-size", "3", "--real-per-class", "5"])
+    assert "(kept)" in body and "distilled now" not in body and "rho" in body
+    assert out.read_text().count("## ") == 2
+
+
+@pytest.mark.slow
 def test_unroll_memory_benchmark_runs_both_modes(in_tmp):
     import unroll_memory
 
