@@ -223,7 +223,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add = parser.add_argument
     add("--config", required=True, help="a distillation config (shipped name or path)")
     add("--variant", action="append", default=[], help="name:key=value,... (model settings)")
-    add("--ipc", type=int, default=1)
+    add("--ipc", type=int, default=None, help="images per class (default: the config's)")
     add("--seeds", default="0,1,2", help="comma list of distillation seeds")
     add("--iterations", type=int, default=0, help="distillation iterations (0: the config's)")
     add("--runs", type=int, default=5, help="evaluation networks per set")
@@ -242,6 +242,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if len({v.name for v in args.variants}) != len(args.variants):
         raise SystemExit("--variant names must differ")
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    if args.ipc is None:  # an IPC-10 config runs at IPC 10 unless told otherwise
+        with open(resolve_config(args.config), encoding="utf-8") as f:
+            args.ipc = int(yaml.safe_load(f)["model"]["init_args"].get("ipc", 1))
     args.width, args.accelerator = 0, "cpu"
     return args
 

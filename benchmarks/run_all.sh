@@ -45,10 +45,17 @@ python benchmarks/ablate.py --config $c/mct_mnist_ipc1_cpu.yaml --seeds 0,1,2 --
   --variant window_projected:max_start_epoch=2,epoch_positions=projected --out "$out"
 python benchmarks/ablate.py --config $c/mct_cifar10_ipc1_cpu.yaml --seeds 0,1,2 --runs 5 \
   --variant line:max_start_epoch=null --variant window:max_start_epoch=2 --out "$out"
+python benchmarks/ablate.py --config $c/mct_cifar10_ipc10_cpu.yaml --seeds 0,1,2 --runs 5 \
+  --variant line:max_start_epoch=null --variant window:max_start_epoch=4 --out "$out"
 python benchmarks/ablate.py --config $c/datm_cifar10_ipc1_cpu.yaml --seeds 0,1,2 --runs 5 \
   --variant ftd_experts: --variant sgd_experts:experts=$c/experts_cifar10_mtt_cpu.yaml --out "$out"
 python benchmarks/mct_convergence.py --dataset mnist --ipc 1 --iterations 200 --eval-every 25 \
   --accuracy 0.8 --loss 0.55 --out "$out"
+# The sets of the every-method comparison compared fairly (both scores), and as NAS proxies
+# (TGDD's MNIST IPC-1 set is distilled first).
+python benchmarks/fair_eval.py --part compare --dataset mnist --ipc 1 --methods $tm --out "$out"
+python benchmarks/fair_eval.py --part compare --dataset cifar10 --ipc 1 --methods $tm --out "$out"
+python benchmarks/fair_eval.py --part nas --dataset mnist --ipc 1 --methods tgdd,datm,dpd --out "$out"
 python benchmarks/eval_speed.py --out "$out"
 python benchmarks/expert_batching.py --out "$out"
 python benchmarks/distill_accuracy.py --out "$out"

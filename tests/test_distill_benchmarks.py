@@ -102,6 +102,14 @@ def test_method_comparison_runs_and_writes_its_section(in_tmp):
     assert compare_methods.finished(spec)["iterations"] == 4
 
 
+def test_ablation_runs_at_the_configs_ipc_unless_told():
+    import ablate
+
+    config = str(BENCHMARKS / "configs" / "mct_cifar10_ipc10_cpu.yaml")
+    assert ablate.parse_args(["--config", config]).ipc == 10
+    assert ablate.parse_args(["--config", config, "--ipc", "1"]).ipc == 1
+
+
 @pytest.mark.slow
 def test_fair_evaluation_benchmark_compares_and_searches(in_tmp):
     import fair_eval
