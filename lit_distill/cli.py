@@ -24,6 +24,7 @@ from lightning.pytorch.cli import (
     _get_module_type,
     _InstantiatorFn,
 )
+from lightning.pytorch.utilities import rank_zero_only
 
 from lit_distill.configs_index import (
     describe_configs,
@@ -44,6 +45,7 @@ from lit_distill.runs import (
     check_resume,
     check_writable,
     checkpoint_hparams,
+    checkpoint_progress,
     finished_or_interrupted,
     removed_if_refused,
 )
@@ -206,6 +208,7 @@ class LitDistillCLI(LightningCLI):
             given = {"_class_path": str(model.class_path), **model.init_args.as_dict()}
             given = {k: v for k, v in given.items() if v is not None}  # not linked yet
             check_resume(given, checkpoint_hparams(path), path)
+            self._continue_tensorboard_run(path)
             return
         found = finished_or_interrupted(export, checkpoints)
         if found and not config.get("overwrite"):
@@ -215,6 +218,17 @@ class LitDistillCLI(LightningCLI):
                 f"{export} already holds {found}: {resume}start over with --overwrite true "
                 "(its files are replaced), or use another --trainer.default_root_dir"
             )
+
+    def _continue_tensorboard_run(self, path: Path) -> None:
+        """A resumed distillation logs to the TensorBoard run of its checkpoint (its curves
+        go on), unless the config names a version."""
+        logger = self.config[self.subcommand].trainer.get("logger")
+        kind = str(getattr(logger, "class_path", ""))
+        if not kind.endswith("TensorBoardLogger"):
+            return
+        _, version = checkpoint_progress(path)
+        if version is not None and logger.init_args.get("version") is None:
+            logger.init_args.version = version
 
     def fit(
         self, model: DataTask, datamodule: ImageDataModule | None = None, **kwargs: Any
@@ -228,6 +242,14 @@ class LitDistillCLI(LightningCLI):
         distillation = isinstance(model, DistillationModule)
         if distillation and kwargs.get("ckpt_path"):
             self._check_resumed_data(model, kwargs["ckpt_path"])
+            iteration, _ = checkpoint_progress(Path(kwargs["ckpt_path"]))
+            if rank_zero_only.rank == 0:
+                log.info(
+                    "resuming %s at iteration %s of %d: the run goes on exactly as if it had "
+                    "not stopped (same data order, augmentation and random streams)",
+                    kwargs["ckpt_path"], "?" if iteration is None else iteration,
+                    model.hparams.iterations,
+                )  # fmt: skip
         if getattr(model, "experts", None) is not None:
             model.experts.data_args = json.dumps(self._data_config())
             self._train_missing_experts(model.experts)

@@ -52,6 +52,21 @@ DEPENDENCY_WARNINGS: list[tuple[str, type[Warning], str, str]] = [
         "iteration counter that says so: resume is exact (tested)",
     ),
     (
+        r"You're resuming from a checkpoint that ended before the epoch ended",
+        UserWarning,
+        "",
+        "a distillation is one endless epoch of iterations whose checkpoints hold the iteration "
+        "counter every random stream derives from: a resume goes on exactly (tested), and "
+        "lit-distill says so in its own line",
+    ),
+    (
+        r"Checkpoint directory .* exists and is not empty",
+        UserWarning,
+        "",
+        "lit-distill checks a distillation's folders before anything starts: a run already "
+        "there is resumed (--ckpt_path) or replaced (--overwrite true) only when asked",
+    ),
+    (
         r".*does not have many workers",
         UserWarning,
         "",
@@ -86,9 +101,16 @@ ONCE = (
     "HPU available:",
     "Trainer already configured with model summary callbacks",
 )
-#: Lightning messages never shown: advertisements, and the end of every expert's fit (the
-#: runner prints a line per finished expert instead).
-NEVER = ("litlogger", "litmodels", "`Trainer.fit` stopped: `max_epochs=")
+#: Lightning messages never shown: advertisements, the end of every expert's fit (the runner
+#: prints a line per finished expert instead), and the restore of a resumed distillation.
+NEVER = (
+    "litlogger",
+    "litmodels",
+    "`Trainer.fit` stopped: `max_epochs=",
+    # lit-distill says once that a distillation resumes, where and at which iteration
+    "Restoring states from the checkpoint path at",
+    "Restored all states from the checkpoint",
+)
 
 
 class _OncePerProcess(logging.Filter):

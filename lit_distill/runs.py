@@ -55,15 +55,29 @@ def check_checkpoint_file(path: str | Path) -> Path:
     return path
 
 
-def checkpoint_hparams(path: Path) -> dict[str, Any]:
-    """The hyper-parameters stored in a checkpoint (memory-mapped, no code executed)."""
+def _load(path: Path) -> dict[str, Any]:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # a damaged archive, or objects a weights-only load refuses
         raise RunStateError(
             f"--ckpt_path {path} cannot be read ({type(err).__name__}: {err})"
         ) from err
-    return dict(checkpoint.get("hyper_parameters", {}))
+
+
+def checkpoint_hparams(path: Path) -> dict[str, Any]:
+    """The hyper-parameters stored in a checkpoint (memory-mapped, no code executed)."""
+    return dict(_load(path).get("hyper_parameters", {}))
+
+
+#: Where a distillation checkpoint keeps the TensorBoard version of its run.
+LOGGER_VERSION = "lit_distill_logger_version"
+
+
+def checkpoint_progress(path: Path) -> tuple[int | None, Any]:
+    """(iteration, TensorBoard version) a distillation checkpoint was saved at (None: unknown)."""
+    checkpoint = _load(path)
+    iteration = checkpoint.get("state_dict", {}).get("iteration")
+    return (None if iteration is None else int(iteration)), checkpoint.get(LOGGER_VERSION)
 
 
 def check_resume(hparams: dict[str, Any], stored: dict[str, Any], path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,19 @@ from lit_distill.main import main
 from lit_distill.models import build_model
 from lit_distill.trajectory import Trajectory
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Real datasets for the few tests that need them (they are skipped without): the folder named by
+#: LIT_DISTILL_TEST_DATA, else ``../shared/data`` beside the repository. It holds ``MNIST/`` in
+#: torchvision's layout (``torchvision.datasets.MNIST(folder, download=True)`` writes it) and
+#: ``cifar10/cifar10.npz`` (uint8 ``x_train, y_train, x_test, y_test``, images N x 32 x 32 x 3).
+TEST_DATA = Path(
+    os.environ.get("LIT_DISTILL_TEST_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
+NO_MNIST = "needs MNIST: set LIT_DISTILL_TEST_DATA to a folder with MNIST/ (see tests/conftest.py)"
+NO_CIFAR10 = (
+    "needs CIFAR-10: set LIT_DISTILL_TEST_DATA to a folder with cifar10/cifar10.npz "
+    "(see tests/conftest.py)"
+)
 
 # Keep CLI runs in tests quiet and small.
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]

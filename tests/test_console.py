@@ -140,3 +140,16 @@ def test_progress_bar_shows_expert_epochs_and_eta(in_tmp, capsys):
     status = [line for line in lines if line.startswith("expert 1/3")]
     assert [line.split("  ")[1] for line in status] == ["epoch 1/2", "epoch 2/2"]
     assert all("s/epoch" in line and "ETA" in line and "test acc" in line for line in status)
+
+
+@pytest.mark.slow
+def test_resume_says_so_once_and_continues_its_tensorboard_run(in_tmp):
+    run = ["fit", "--config", "tgdd_digits.yaml", "--model.init_args.num_experts=1"]
+    command([*run, "--model.init_args.iterations=60"], in_tmp)
+    last = "runs/tgdd_digits/checkpoints/last.ckpt"
+    done = command([*run, "--model.init_args.iterations=80", f"--ckpt_path={last}"], in_tmp)
+    assert done.stderr.count(f"resuming {last} at iteration 50 of 80") == 1
+    for noise in ("unreliable results", "Restoring states", "exists and is not empty"):
+        assert noise not in done.stderr
+    assert sorted(p.name for p in (in_tmp / "runs/tgdd_digits/tb").iterdir()) == ["version_0"]
+    assert "TensorBoard: runs/tgdd_digits/tb/version_0" in done.stdout

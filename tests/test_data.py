@@ -7,6 +7,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from conftest import NO_CIFAR10, NO_MNIST, TEST_DATA
 from lightning.pytorch.utilities.data import _update_dataloader
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
@@ -31,8 +32,6 @@ from lit_distill.data import (
 )
 from lit_distill.data.images import read_cache, write_cache
 from lit_distill.errors import DatasetFormatError, DatasetNotFoundError
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def make_images(labels: list[int], classes: int = 3, name: str = "toy") -> LabeledImages:
@@ -300,9 +299,9 @@ def test_npz_missing_file(tmp_path: Path) -> None:
         NpzDataModule(str(tmp_path / "nothing.npz"))
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "cifar10").is_dir(), reason="no shared CIFAR-10 copy")
+@pytest.mark.skipif(not (TEST_DATA / "cifar10" / "cifar10.npz").exists(), reason=NO_CIFAR10)
 def test_cifar10_npz_matches_cifar10_facts() -> None:
-    dm = NpzDataModule(str(SHARED_DATA / "cifar10" / "cifar10.npz"))
+    dm = NpzDataModule(str(TEST_DATA / "cifar10" / "cifar10.npz"))
     assert dm.name == CIFAR10DataModule.name
     assert dm.class_names == list(CIFAR10DataModule.CLASSES)
     assert dm.mean == pytest.approx(CIFAR10DataModule.MEAN, abs=1e-4)
@@ -310,9 +309,9 @@ def test_cifar10_npz_matches_cifar10_facts() -> None:
 
 
 # ----------------------------------------------------------------- torchvision
-@pytest.mark.skipif(not (SHARED_DATA / "MNIST").is_dir(), reason="no shared MNIST copy")
+@pytest.mark.skipif(not (TEST_DATA / "MNIST").is_dir(), reason=NO_MNIST)
 def test_mnist_from_shared_data() -> None:
-    dm = MNISTDataModule(root=str(SHARED_DATA))
+    dm = MNISTDataModule(root=str(TEST_DATA))
     assert_facts_match(dm)
     assert (len(dm.train_set), len(dm.test_set)) == (60000, 10000)
     assert dm.train_set.mean_std()[0][0] == pytest.approx(0.1307, abs=1e-4)

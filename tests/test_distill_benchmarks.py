@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_DATA
+from conftest import NO_CIFAR10, NO_MNIST, TEST_DATA
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -58,11 +58,11 @@ def test_benchmark_configs_build(config, in_tmp):
     # MNIST configs read no data at instantiation (torchvision sources only record their facts);
     # the CIFAR-10 ones read the shared .npz.
     dataset = "cifar10" if "cifar10" in config.name else "mnist"
-    if dataset == "cifar10" and not (SHARED_DATA / "cifar10" / "cifar10.npz").exists():
-        pytest.skip("the shared CIFAR-10 copy is not here")
+    if dataset == "cifar10" and not (TEST_DATA / "cifar10" / "cifar10.npz").exists():
+        pytest.skip(NO_CIFAR10)
     args = ["--config", str(config)]
     if dataset == "cifar10":  # the configs' path is relative to the repository
-        args.append(f"--data.init_args.path={SHARED_DATA / 'cifar10' / 'cifar10.npz'}")
+        args.append(f"--data.init_args.path={TEST_DATA / 'cifar10' / 'cifar10.npz'}")
     cli = distill_accuracy.LitDistillCLI(args=args, run=False)
     assert cli.model.num_classes == 10 and cli.datamodule.name == dataset
 
@@ -206,8 +206,8 @@ def test_mtt_reference_head_to_head_plumbing(in_tmp):
 
     from lit_distill.trajectory import expert_path
 
-    if not (SHARED_DATA / "MNIST").exists():
-        pytest.skip("the shared MNIST copy is not here")
+    if not (TEST_DATA / "MNIST").exists():
+        pytest.skip(NO_MNIST)
     reference = in_tmp / "reference"
     reference.mkdir()
     (reference / "distill.py").write_text(
@@ -219,7 +219,7 @@ def test_mtt_reference_head_to_head_plumbing(in_tmp):
     expert.save(expert_path(folder, 0))
     argv = ["--reference", str(reference), "--seeds", "0", "--iterations", "2", "--runs", "1"]
     argv += ["--eval-epochs", "1", "--num-experts", "1", "--expert-epochs", "4"]
-    argv += ["--data-root", str(SHARED_DATA), "--work-dir", "bench", "--out", "ref.md"]
+    argv += ["--data-root", str(TEST_DATA), "--work-dir", "bench", "--out", "ref.md"]
     out = mtt_reference.main(argv)
     pair = out["pairs"][0]
     assert pair["ref"].lr == 0.02 and pair["ref"].method == "mtt_reference"

@@ -24,6 +24,7 @@ from lit_distill.errors import DivergenceError
 from lit_distill.experts.pool import ExpertPool
 from lit_distill.export import SyntheticData, image_grid, save_synthetic
 from lit_distill.models import build_model
+from lit_distill.runs import LOGGER_VERSION
 from lit_distill.seeding import generator
 from lit_distill.space import ImageSpace, check_space
 from lit_distill.synthetic import SyntheticSet
@@ -314,6 +315,11 @@ class DistillationModule(DataTask):
             self.log_images(step)
         if step >= self.hparams.iterations:
             self.trainer.should_stop = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed run continues in its own TensorBoard run (lit_distill.cli), not a new one.
+        if self.logger is not None and self.logger.version is not None:
+            checkpoint[LOGGER_VERSION] = self.logger.version
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         # A resumed run restarts the tick range; stop once the counter says we are done.
