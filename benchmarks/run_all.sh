@@ -51,16 +51,24 @@ python benchmarks/ablate.py --config $c/datm_cifar10_ipc1_cpu.yaml --seeds 0,1,2
   --variant ftd_experts: --variant sgd_experts:experts=$c/experts_cifar10_mtt_cpu.yaml --out "$out"
 python benchmarks/mct_convergence.py --dataset mnist --ipc 1 --iterations 200 --eval-every 25 \
   --accuracy 0.8 --loss 0.55 --out "$out"
-# The sets of the every-method comparison compared fairly (both scores), and as NAS proxies
-# (TGDD's MNIST IPC-1 set is distilled first).
-python benchmarks/fair_eval.py --part compare --dataset mnist --ipc 1 --methods $tm --out "$out"
-python benchmarks/fair_eval.py --part compare --dataset cifar10 --ipc 1 --methods $tm --out "$out"
+# The sets of the every-method comparison compared fairly (both scores), with TGDD's and DM's
+# (distilled first), and as NAS proxies.
+for dataset in mnist cifar10; do
+  for ipc in 1 10; do
+    python benchmarks/fair_eval.py --part compare --dataset $dataset --ipc $ipc \
+      --methods tgdd,dm,$tm --out "$out"
+  done
+done
 python benchmarks/fair_eval.py --part nas --dataset mnist --ipc 1 --methods tgdd,datm,dpd --out "$out"
 python benchmarks/eval_speed.py --out "$out"
 python benchmarks/expert_batching.py --out "$out"
 python benchmarks/distill_accuracy.py --out "$out"
 python benchmarks/unroll_memory.py --out "$out"
 python benchmarks/unroll_memory.py --width 128 --steps 10 20 --modes plain unroll replay --out "$out"
+python benchmarks/unroll_memory.py --width 128 --steps 10 20 --modes plain unroll replay \
+  --allocator system --out "$out"
+python benchmarks/unroll_memory.py --width 128 --steps 10 20 --modes plain unroll replay \
+  --allocator kept --out "$out"
 python benchmarks/convex_line.py --out "$out"
 python benchmarks/mct_convergence.py --out "$out"
 python benchmarks/tgdd_memory.py --out "$out"

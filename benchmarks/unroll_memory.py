@@ -27,6 +27,12 @@ reference's ``ReparamModule`` does; a list of the student's vectors; ``autograd.
 ``create_graph`` per step; one ``backward`` of the normalised loss at the end), with the same
 network, data, DSA and plan. The engine's two modes are timed against it.
 
+``--allocator`` sets how the processes use host memory: ``app`` (default) runs the engine's
+modes as ``lit-distill`` runs them, with freed memory kept for reuse
+(:func:`lit_distill.allocator.keep_freed_memory`), and the plain loop with glibc's defaults, as
+a plain script runs; ``system`` runs every side with glibc's defaults, ``kept`` every side with
+freed memory kept (the two loops like for like).
+
     python benchmarks/unroll_memory.py                         # width 32, CPU
     python benchmarks/unroll_memory.py --device cuda --width 128 --steps 10 20 40 80
 """
@@ -44,6 +50,7 @@ from pathlib import Path
 import torch
 from common import add_output_arguments, command_line, emit, median, rss_bytes, section, table
 
+from lit_distill.allocator import keep_freed_memory
 from lit_distill.augment import DSA
 from lit_distill.distill.engine import FlatModel, Segment, StudentUnroll, plan_steps
 from lit_distill.models import build_model
@@ -54,6 +61,9 @@ MODES = ("unroll", "replay", "plain")
 
 def worker(args: argparse.Namespace) -> dict:
     """One mode at one ``syn_steps`` in this process: times and the working-memory peak."""
+    if args.allocator == "kept" or (args.allocator == "app" and args.mode != "plain"):
+        if not keep_freed_memory():
+            raise RuntimeError("could not keep freed memory (glibc on Linux needed)")
     torch.manual_seed(0)
     device = torch.device(args.device)
     net = build_model("convnet3", 10, (3, 32, 32), width=args.width).to(device).train()
@@ -139,7 +149,7 @@ def plain_iteration(flat: FlatForward, segment: Segment, plan, lr, batch) -> Non
 def run_worker(mode: str, steps: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--steps", str(steps)]
     cmd += ["--width", str(args.width), "--ipc", str(args.ipc), "--device", args.device]
-    cmd += ["--iterations", str(args.iterations)]
+    cmd += ["--iterations", str(args.iterations), "--allocator", args.allocator]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} at {steps} steps failed:\n{done.stderr[-4000:]}")
@@ -157,6 +167,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--allocator",
+        choices=("app", "system", "kept"),
+        default="app",
+        help="host memory: app = engine as lit-distill runs it, plain with glibc's defaults; "
+        "system = glibc's defaults everywhere; kept = freed memory kept everywhere",
+    )
     add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.worker:
@@ -205,6 +222,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "synthetic set": f"IPC {args.ipc} x 10 classes of 3x32x32, all images per step",
         "augmentation": "DSA color_crop_cutout_flip_scale_rotate, one op, per sample",
         "threads": torch.get_num_threads(),
+        "allocator": {
+            "app": "engine: freed memory kept (as lit-distill runs); plain: glibc defaults",
+            "system": "glibc defaults on every side",
+            "kept": "freed memory kept on every side",
+        }[args.allocator],
     }
     text = section(
         "Trajectory matching: memory and time per iteration, unroll vs replay",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+from lit_distill.allocator import keep_freed_memory
 from lit_distill.configs_index import describe_configs
 from lit_distill.errors import ConfigAbort, LitDistillError
 
@@ -41,6 +42,7 @@ def main(args: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return
+    keep_freed_memory()  # before torch allocates: see lit_distill/allocator.py
     try:
         from lit_distill.cli import LitDistillCLI, resolve_config_args  # the heavy imports
         from lit_distill.console import REPORT, quiet_console

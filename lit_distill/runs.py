@@ -18,6 +18,7 @@ import shutil
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,44 @@ def _load(path: Path) -> dict[str, Any]:
         ) from err
 
 
+@dataclass(frozen=True)
+class _Facts:
+    hparams: dict[str, Any]
+    iteration: int | None
+    version: Any
+
+
+#: The facts of the last checkpoint read, keyed by (resolved path, size, mtime): a resume asks
+#: for them several times (settings before and after the data is built, progress, TensorBoard
+#: version), and the file is read once.
+_facts_cache: dict[tuple[str, int, int], _Facts] = {}
+
+
+def _facts(path: Path) -> _Facts:
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return _read_facts(path)  # _load names the problem
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _facts_cache:
+        _facts_cache.clear()
+        _facts_cache[key] = _read_facts(path)
+    return _facts_cache[key]
+
+
+def _read_facts(path: Path) -> _Facts:
+    checkpoint = _load(path)
+    iteration = checkpoint.get("state_dict", {}).get("iteration")
+    return _Facts(
+        hparams=dict(checkpoint.get("hyper_parameters", {})),
+        iteration=None if iteration is None else int(iteration),
+        version=checkpoint.get(LOGGER_VERSION),
+    )
+
+
 def checkpoint_hparams(path: Path) -> dict[str, Any]:
     """The hyper-parameters stored in a checkpoint (memory-mapped, no code executed)."""
-    return dict(_load(path).get("hyper_parameters", {}))
+    return dict(_facts(path).hparams)
 
 
 #: Where a distillation checkpoint keeps the TensorBoard version of its run.
@@ -75,9 +111,8 @@ LOGGER_VERSION = "lit_distill_logger_version"
 
 def checkpoint_progress(path: Path) -> tuple[int | None, Any]:
     """(iteration, TensorBoard version) a distillation checkpoint was saved at (None: unknown)."""
-    checkpoint = _load(path)
-    iteration = checkpoint.get("state_dict", {}).get("iteration")
-    return (None if iteration is None else int(iteration)), checkpoint.get(LOGGER_VERSION)
+    facts = _facts(path)
+    return facts.iteration, facts.version
 
 
 def check_resume(hparams: dict[str, Any], stored: dict[str, Any], path: Path) -> None:

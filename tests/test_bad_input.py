@@ -265,3 +265,22 @@ def test_no_file_lit_distill_reads_can_run_code(in_tmp):
     with pytest.raises(RunStateError):
         checkpoint_hparams(in_tmp / "last.ckpt")  # read before Lightning resumes from it
     assert not marker.exists()
+
+
+def test_a_resumed_checkpoint_is_read_once_and_again_when_it_changes(in_tmp, monkeypatch):
+    import lit_distill.runs as runs
+
+    path = in_tmp / "last.ckpt"
+    hparams = {"ipc": 1}
+    torch.save({"hyper_parameters": hparams, "state_dict": {"iteration": torch.tensor(7)}}, path)
+    reads = []
+    load = runs._load
+    monkeypatch.setattr(runs, "_load", lambda p: reads.append(p) or load(p))
+    assert runs.checkpoint_hparams(path) == {"ipc": 1}
+    assert runs.checkpoint_progress(path) == (7, None)
+    runs.checkpoint_hparams(path)["ipc"] = 5  # a caller's copy: the stored facts stay as read
+    assert runs.checkpoint_hparams(path) == {"ipc": 1} and len(reads) == 1
+    torch.save({"hyper_parameters": {"ipc": 10}, runs.LOGGER_VERSION: 3}, path)  # rewritten
+    os.utime(path, ns=(1, 1))  # a new mtime even on a coarse clock
+    assert runs.checkpoint_progress(path) == (None, 3) and len(reads) == 2
+    assert runs.checkpoint_hparams(path) == {"ipc": 10} and len(reads) == 2

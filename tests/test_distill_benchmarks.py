@@ -137,6 +137,7 @@ def test_unroll_memory_benchmark_runs_both_modes(in_tmp):
     assert set(summary) == {(m, s) for m in ("unroll", "replay", "plain") for s in (2, 3)}
     text = out.read_text()
     assert "replay/unroll wall" in text and "unroll/plain CPU" in text
+    assert "engine: freed memory kept (as lit-distill runs); plain: glibc defaults" in text
 
 
 @pytest.mark.slow
