@@ -61,9 +61,9 @@ MODES = ("unroll", "replay", "plain")
 
 def worker(args: argparse.Namespace) -> dict:
     """One mode at one ``syn_steps`` in this process: times and the working-memory peak."""
-    if args.allocator == "kept" or (args.allocator == "app" and args.mode != "plain"):
-        if not keep_freed_memory():
-            raise RuntimeError("could not keep freed memory (glibc on Linux needed)")
+    kept = args.allocator == "kept" or (args.allocator == "app" and args.mode != "plain")
+    if kept and not keep_freed_memory():
+        raise RuntimeError("could not keep freed memory (glibc on Linux needed)")
     torch.manual_seed(0)
     device = torch.device(args.device)
     net = build_model("convnet3", 10, (3, 32, 32), width=args.width).to(device).train()

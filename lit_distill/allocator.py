@@ -41,7 +41,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # glibc only (musl has no such symbol)
+        getattr(libc, "gnu_get_libc_version")  # noqa: B009  glibc only (musl has none)
     except (OSError, AttributeError):
         return False
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
