@@ -57,6 +57,12 @@ from lit_distill.models import build_model
 
 MIB = 2**20
 MODES = ("unroll", "replay", "plain")
+#: Section title suffix per ``--allocator``.
+ALLOCATOR_TITLES = {
+    "app": " (host memory as lit-distill runs: engine kept, plain loop glibc's defaults)",
+    "system": " (glibc's default allocator on every side)",
+    "kept": " (freed memory kept on every side)",
+}
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -229,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         }[args.allocator],
     }
     text = section(
-        "Trajectory matching: memory and time per iteration, unroll vs replay",
+        "Trajectory matching: memory and time per iteration, unroll vs replay"
+        + ALLOCATOR_TITLES[args.allocator],
         command_line(__file__, argv),
         args.device,
         settings,
