@@ -3,9 +3,9 @@
 Trajectory matching on the CPU allocates and frees the same large activations (tens of MB
 each) several times per student step. glibc serves every block above its mmap threshold
 (32 MB at most) with a fresh ``mmap`` and returns it with ``munmap`` when freed, so each step
-page-faults its activations in again and the kernel zeroes every page: on a ConvNet-3 of width
-128 at IPC 10, a third to a half of the CPU time of an iteration went to the kernel
-(``benchmarks/unroll_memory.py``, ``benchmarks/RESULTS.md``).
+page-faults its activations in again and the kernel zeroes every page. Keeping them made an
+iteration on a ConvNet-3 of width 128 at IPC 10 take about two thirds of the CPU time
+(``benchmarks/unroll_memory.py --allocator``, ``benchmarks/RESULTS.md``).
 
 :func:`keep_freed_memory` tells glibc (``mallopt``) to serve every block from its heap and to
 keep up to 2 GiB of freed memory for reuse. The process's resident memory then stays near its
