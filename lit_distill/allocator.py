@@ -9,10 +9,11 @@ iteration on a ConvNet-3 of width 128 at IPC 10 take about two thirds of the CPU
 
 :func:`keep_freed_memory` tells glibc (``mallopt``) to serve every block from its heap and to
 keep up to 2 GiB of freed memory for reuse. The process's resident memory then stays near its
-peak instead of falling back between steps; its peak does not change. ``lit-distill`` calls it
-at start-up. Set ``LIT_DISTILL_ALLOCATOR=system`` to keep glibc's defaults; on other C
-libraries and systems it does nothing. CUDA memory has its own caching allocator and is not
-affected.
+peak instead of falling back between steps, and the peak itself can be higher (blocks of
+different sizes share one heap: about a quarter higher for ``unroll`` in that benchmark).
+``lit-distill`` calls it at start-up. Set ``LIT_DISTILL_ALLOCATOR=system`` to keep glibc's
+defaults; on other C libraries and systems it does nothing. CUDA memory has its own caching
+allocator and is not affected.
 """
 
 from __future__ import annotations
@@ -37,13 +38,21 @@ def keep_freed_memory() -> bool:
     Does nothing (False) when ``LIT_DISTILL_ALLOCATOR=system``, off Linux, or when the C
     library is not glibc.
     """
-    if os.environ.get(ENV, "").strip().lower() == "system" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        getattr(libc, "gnu_get_libc_version")  # noqa: B009  glibc only (musl has none)
-    except (OSError, AttributeError):
+    libc = glibc()
+    if libc is None or os.environ.get(ENV, "").strip().lower() == "system":
         return False
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.mallopt.restype = ctypes.c_int
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+
+
+def glibc() -> ctypes.CDLL | None:
+    """This process's C library when it is glibc on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        getattr(libc, "gnu_get_libc_version")  # noqa: B009  glibc only (musl has none)
+    except (OSError, AttributeError):
+        return None
+    return libc

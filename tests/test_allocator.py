@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
 
 import pytest
 
-from lit_distill.allocator import ENV
-
-
-def _glibc() -> bool:
-    try:
-        ctypes.CDLL(None).gnu_get_libc_version  # noqa: B018
-    except (OSError, AttributeError):
-        return False
-    return sys.platform.startswith("linux")
-
+from lit_distill.allocator import ENV, glibc
 
 # Five training steps of one convolution whose activations (32 MiB each) are above glibc's
 # largest mmap threshold, after two warm-up steps; prints whether the setting took effect and
@@ -50,7 +40,7 @@ def _faults(setting: str) -> tuple[str, int]:
     return kept, int(faults)
 
 
-@pytest.mark.skipif(not _glibc(), reason="the setting is glibc's (Linux)")
+@pytest.mark.skipif(glibc() is None, reason="the setting is glibc's (Linux)")
 def test_freed_memory_is_reused_instead_of_faulted_in_again():
     kept, kept_faults = _faults("")
     system, system_faults = _faults("system")  # the opt-out: glibc's defaults
