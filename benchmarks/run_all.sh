@@ -51,6 +51,8 @@ python benchmarks/ablate.py --config $c/datm_cifar10_ipc1_cpu.yaml --seeds 0,1,2
   --variant ftd_experts: --variant sgd_experts:experts=$c/experts_cifar10_mtt_cpu.yaml --out "$out"
 python benchmarks/mct_convergence.py --dataset mnist --ipc 1 --iterations 200 --eval-every 25 \
   --accuracy 0.8 --loss 0.55 --out "$out"
+python benchmarks/mct_convergence.py --dataset cifar10 --ipc 1 --iterations 200 --eval-every 50 \
+  --accuracy 0.25 --loss 0.75 --threads 2 --out "$out"
 # The sets of the every-method comparison compared fairly (both scores), with TGDD's and DM's
 # (distilled first), and as NAS proxies.
 for dataset in mnist cifar10; do
