@@ -57,11 +57,14 @@ from lit_distill.models import build_model
 
 MIB = 2**20
 MODES = ("unroll", "replay", "plain")
-#: Section title suffix per ``--allocator``.
-ALLOCATOR_TITLES = {
-    "app": " (host memory as lit-distill runs: engine kept, plain loop glibc's defaults)",
-    "system": " (glibc's default allocator on every side)",
-    "kept": " (freed memory kept on every side)",
+#: Per ``--allocator``: the section title's suffix and the settings line.
+ALLOCATORS = {
+    "app": (
+        " (host memory as lit-distill runs: engine kept, plain loop glibc's defaults)",
+        "engine: freed memory kept (as lit-distill runs); plain: glibc defaults",
+    ),
+    "system": (" (glibc's default allocator on every side)", "glibc defaults on every side"),
+    "kept": (" (freed memory kept on every side)", "freed memory kept on every side"),
 }
 
 
@@ -175,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument(
         "--allocator",
-        choices=("app", "system", "kept"),
+        choices=tuple(ALLOCATORS),
         default="app",
         help="host memory: app = engine as lit-distill runs it, plain with glibc's defaults; "
         "system = glibc's defaults everywhere; kept = freed memory kept everywhere",
@@ -228,15 +231,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "synthetic set": f"IPC {args.ipc} x 10 classes of 3x32x32, all images per step",
         "augmentation": "DSA color_crop_cutout_flip_scale_rotate, one op, per sample",
         "threads": torch.get_num_threads(),
-        "allocator": {
-            "app": "engine: freed memory kept (as lit-distill runs); plain: glibc defaults",
-            "system": "glibc defaults on every side",
-            "kept": "freed memory kept on every side",
-        }[args.allocator],
+        "allocator": ALLOCATORS[args.allocator][1],
     }
     text = section(
         "Trajectory matching: memory and time per iteration, unroll vs replay"
-        + ALLOCATOR_TITLES[args.allocator],
+        + ALLOCATORS[args.allocator][0],
         command_line(__file__, argv),
         args.device,
         settings,
