@@ -30,6 +30,7 @@ from lit_distill.evaluation import (
     resolve_protocol,
     train_on_synthetic,
 )
+from lit_distill.evaluation.batched import grouped_forward
 from lit_distill.evaluation.evaluator import BASELINE_STREAM
 from lit_distill.export import SyntheticData, save_synthetic
 from lit_distill.models import build_model
@@ -455,7 +456,12 @@ def assert_same_runs(sequential, batched, rtol=1e-4, atol=1e-5) -> None:
     ],
     ids=["mtt-dsa", "tgdd-dsa-cutmix"],
 )
-def test_runs_trained_together_equal_runs_trained_one_at_a_time(digits, protocol):
+@pytest.mark.parametrize("forward", ["grouped", "vmap"])
+def test_runs_trained_together_equal_runs_trained_one_at_a_time(
+    digits, protocol, forward, monkeypatch
+):
+    if forward == "vmap":  # the forward of networks that are not plain convolutional ones
+        monkeypatch.setattr("lit_distill.evaluation.batched.grouped_forward", lambda net: None)
     sequential, batched = trained_pair(digits, random_real(digits), epochs=8, **protocol)
     assert_same_runs(sequential, batched)
     # Not vacuous: the three runs differ from each other (their own seeds and draws).
@@ -470,6 +476,56 @@ def test_runs_together_with_one_set_each_soft_labels_and_best_checkpoints(digits
     soft = replace(random_real(digits), label_logits=torch.randn(50, 10), method="datm")
     sequential, batched = trained_pair(digits, soft, epochs=6, select="best", eval_every=2)
     assert_same_runs(sequential, batched)
+
+
+@pytest.mark.parametrize(
+    "arch, kwargs, shape",
+    [
+        ("convnet", {"width": 8, "depth": 2}, (1, 8, 8)),  # first padding 3, 12 px then 6 px
+        ("convnet", {"width": 8, "depth": 3, "norm": "layer", "pooling": "max"}, (3, 16, 16)),
+        ("convnet", {"width": 8, "depth": 2, "norm": "none", "activation": "gelu"}, (3, 9, 9)),
+        ("convnet", {"width": 8, "depth": 1, "pooling": "none"}, (1, 5, 7)),
+        ("vgg11", {}, (3, 32, 32)),
+        ("alexnet", {}, (1, 28, 28)),
+    ],
+)
+def test_the_grouped_forward_is_each_networks_forward(arch, kwargs, shape):
+    torch.manual_seed(0)
+    nets = [build_model(arch, 10, shape, **kwargs) for _ in range(3)]
+    for net in nets:  # affine norms away from their (1, 0) start: a misplaced one shows
+        for name, param in net.named_parameters():
+            if ".norm." in name:
+                param.data.normal_()
+    forward = grouped_forward(nets[0])
+    assert forward is not None
+    stacked = {
+        name: torch.stack([dict(n.named_parameters())[name] for n in nets])
+        for name, _ in nets[0].named_parameters()
+    }
+    x = torch.randn(3, 4, *shape)  # each run its own images
+    with torch.no_grad():
+        expected = torch.stack([net(images) for net, images in zip(nets, x, strict=True)])
+        torch.testing.assert_close(forward(stacked, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_only_plain_convolutional_networks_are_grouped():
+    assert grouped_forward(build_model("resnet18", 10, (3, 32, 32))) is None
+    assert grouped_forward(build_model("convnet_bn", 10, (3, 32, 32))) is None
+
+    class Doubled(type(build_model("convnet", 10, (1, 8, 8), **TINY))):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    assert grouped_forward(Doubled(10, (1, 8, 8), **TINY)) is None
+
+
+def test_the_callback_and_the_test_module_pass_batching_on(digits):
+    assert EvaluationCallback(batching="off").evaluator.batching == "off"
+    assert EvaluationCallback().evaluator.batching == "auto"
+    evaluation = module(digits, batching="off", archs=["convnet", "convnet_bn"], ipc=1)
+    assert [ev.batching for ev in evaluation.evaluators] == ["off", "off"]
+    with pytest.raises(ValueError, match="batching='sometimes'"):
+        EvaluationCallback(batching="sometimes")
 
 
 def test_batching_is_chosen_only_where_it_is_exact(digits):

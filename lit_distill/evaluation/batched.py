@@ -1,11 +1,17 @@
-"""Training the runs of one evaluation together: one vmapped network over stacked parameters.
+"""Training the runs of one evaluation together: one network over stacked parameters.
 
 An evaluation trains several fresh networks of one architecture on tiny sets (IPC 1: ten images),
 where a step costs little arithmetic and much per-call overhead. Here the R runs take their
-steps together: their parameters are stacked along a new first dimension, one
-``torch.func.vmap`` of ``functional_call`` runs every network's forward and backward in one
-call, and one SGD updates the stacked tensors (SGD, momentum and weight decay act element by
-element, so this is R independent optimisers with one lr). Each run keeps its own seed: its
+steps together: their parameters are stacked along a new first dimension, one forward and one
+backward serve every network, and one SGD updates the stacked tensors (SGD, momentum and
+weight decay act element by element, so this is R independent optimisers with one lr).
+
+The forward of all runs is, for the plain convolutional networks (ConvNet, VGG-11, AlexNet:
+blocks of conv, GroupNorm or none, activation and pooling, then one Linear), a single *grouped*
+network: run r's images are channels ``r*C .. (r+1)*C - 1`` of one batch, every convolution has
+``groups=R``, GroupNorm has R times the groups, and the classifiers are one batched matrix
+product (:func:`grouped_forward`). Any other network is vmapped (``torch.func.vmap`` of
+``functional_call``), which costs more per step on a CPU. Each run keeps its own seed: its
 initialisation, minibatch order, DSA and CutMix draws come from its own generator, in the order
 :func:`lit_distill.evaluation.train.train_on_synthetic` draws them, and the DSA of all runs is
 applied in a few calls (runs that drew the same op share one). The result is the sequential
@@ -21,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -33,12 +40,25 @@ from lit_distill.evaluation.train import (
     mixed_loss,
     training_set,
 )
+from lit_distill.models.convnet import ConvBlock, FeatureClassifier
 
 #: ``on_checkpoint(epoch, run, net)``: run ``run``'s network after ``epoch`` (weights copied in).
 BatchedCheckpoint = Callable[[int, int, nn.Module], None]
 
 #: Layers whose forward updates state or draws random numbers: not vmapped.
 _STATEFUL = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+
+#: Layers that act on each channel of each image alone: the same in a grouped network.
+_PER_CHANNEL = (
+    nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Sigmoid, nn.AvgPool2d, nn.MaxPool2d, nn.Identity
+)  # fmt: skip
+
+#: Largest feature map (values) pooled by sums of halves on a CPU: about where ``avg_pool2d``
+#: becomes the faster of the two (forward and backward, one thread).
+_HALVES_MAX = 1 << 22
+
+#: ``forward(stacked parameters, inputs (R, B, C, H, W)) -> logits (R, B, classes)``.
+StackedForward = Callable[[dict[str, Tensor], Tensor], Tensor]
 
 
 def can_batch(net: nn.Module) -> bool:
@@ -71,7 +91,9 @@ def train_together(
         stacked = _stack(nets, names)
         optimizer, scheduler = _sgd(list(stacked.values()), protocol, lr)
         augment = DSA(protocol.augment, mode=protocol.augment_mode, per_sample=protocol.per_sample)
-        forward = vmap(lambda params, x: functional_call(template, params, (x,)))
+        forward = grouped_forward(template) or vmap(
+            lambda params, x: functional_call(template, params, (x,))
+        )
         checkpoints = set(protocol.checkpoint_epochs())
         template.train()
         for epoch in range(1, protocol.epochs + 1):
@@ -91,6 +113,97 @@ def train_together(
                     on_checkpoint(epoch, run, net)
         _unstack(stacked, nets)
     return list(nets)
+
+
+def grouped_forward(net: nn.Module) -> StackedForward | None:
+    """The forward of R stacked copies of ``net`` as one grouped network, or None when ``net``
+    is not a plain convolutional network (a :class:`FeatureClassifier` whose ``features`` are
+    :class:`ConvBlock` s of a zero-padded conv, GroupNorm or none, and per-channel layers)."""
+    if not _plain_convolutional(net):
+        return None
+    blocks = list(net.features)
+
+    def forward(params: dict[str, Tensor], x: Tensor) -> Tensor:
+        runs, batch = x.shape[:2]
+        h = x.transpose(0, 1).reshape(batch, runs * x.shape[2], *x.shape[3:])
+        for i, block in enumerate(blocks):
+            conv, prefix = block.conv, f"features.{i}."
+            bias = params.get(prefix + "conv.bias")
+            h = F.conv2d(
+                h, params[prefix + "conv.weight"].flatten(0, 1),
+                None if bias is None else bias.flatten(), conv.stride, conv.padding,
+                conv.dilation, groups=runs,
+            )  # fmt: skip
+            if isinstance(block.norm, nn.GroupNorm):
+                weight, bias = params.get(prefix + "norm.weight"), params.get(prefix + "norm.bias")
+                h = F.group_norm(
+                    h, runs * block.norm.num_groups,
+                    None if weight is None else weight.flatten(),
+                    None if bias is None else bias.flatten(), block.norm.eps,
+                )  # fmt: skip
+            h = _pool(block.pool, block.act(h))
+        features = h.reshape(batch, runs, -1).transpose(0, 1)  # (R, B, D): each run's embed
+        logits = features @ params["classifier.weight"].transpose(1, 2)
+        bias = params.get("classifier.bias")
+        return logits if bias is None else logits + bias.unsqueeze(1)
+
+    return forward
+
+
+def _pool(pool: nn.Module, h: Tensor) -> Tensor:
+    """``pool(h)``; on a CPU, a 2x2 average of even-sized maps of at most
+    :data:`_HALVES_MAX` values as two sums of halves, which costs about half of
+    ``avg_pool2d`` forward and backward there (``benchmarks/eval_speed.py``), and more above."""
+    height, width = h.shape[-2:]
+    if not (
+        h.device.type == "cpu"
+        and h.numel() <= _HALVES_MAX
+        and height % 2 == 0
+        and width % 2 == 0
+        and _is_2x2_average(pool)
+    ):
+        return pool(h)
+    rows = h.unflatten(-2, (height // 2, 2))
+    rows = rows[..., 0, :] + rows[..., 1, :]
+    cols = rows.unflatten(-1, (width // 2, 2))
+    return (cols[..., 0] + cols[..., 1]) * 0.25
+
+
+def _is_2x2_average(pool: nn.Module) -> bool:
+    """Whether ``pool`` is a plain 2x2, stride-2 average pooling."""
+    if type(pool) is not nn.AvgPool2d:
+        return False
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    return (
+        pair(pool.kernel_size) == (2, 2)
+        and pair(pool.stride) == (2, 2)
+        and pair(pool.padding) == (0, 0)
+        and not pool.ceil_mode
+        and pool.divisor_override is None
+    )
+
+
+def _plain_convolutional(net: nn.Module) -> bool:
+    """Whether :func:`grouped_forward` computes ``net``'s forward (see there)."""
+    cls = type(net)
+    if not (
+        isinstance(net, FeatureClassifier)
+        and cls.forward is FeatureClassifier.forward
+        and cls.embed is FeatureClassifier.embed
+        and type(net.features) is nn.Sequential
+        and type(net.classifier) is nn.Linear
+    ):
+        return False
+    return all(
+        type(block) is ConvBlock
+        and type(block.conv) is nn.Conv2d
+        and block.conv.groups == 1
+        and block.conv.padding_mode == "zeros"
+        and isinstance(block.norm, (nn.GroupNorm, nn.Identity))
+        and isinstance(block.act, _PER_CHANNEL)
+        and isinstance(block.pool, _PER_CHANNEL)
+        for block in net.features
+    )
 
 
 def _stack(nets: Sequence[nn.Module], names: list[str]) -> dict[str, Tensor]:

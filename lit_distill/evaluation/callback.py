@@ -11,6 +11,7 @@ import lightning as L
 from lit_distill.console import REPORT, progress_bar
 from lit_distill.data import LabeledImages
 from lit_distill.evaluation.evaluator import (
+    Batching,
     EvalResult,
     SyntheticEvaluator,
     format_results,
@@ -49,6 +50,8 @@ class EvaluationCallback(L.Callback):
         report: at the end, also evaluate a random real subset of the same IPC through the same
             protocol and print both (``results`` keeps them).
         epochs, batch_size, lr, select, eval_every: overrides of the protocol's fields.
+        batching: train the runs of an evaluation together (``auto``: where the network
+            allows it; ``on``; ``off``: one at a time), see :class:`SyntheticEvaluator`.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class EvaluationCallback(L.Callback):
         lr: float | None = None,
         select: Selection | None = None,
         eval_every: int | None = None,
+        batching: Batching = "auto",
     ) -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
@@ -79,6 +83,7 @@ class EvaluationCallback(L.Callback):
             protocol,
             num_runs,
             seed,
+            batching=batching,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,

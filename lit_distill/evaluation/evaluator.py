@@ -83,7 +83,8 @@ class SyntheticEvaluator:
         protocol: a preset name (``mtt``, ``tgdd``, ``dm``, ``short``) or an :class:`EvalProtocol`.
         num_runs: networks trained (the field reports 5).
         seed: base seed of the runs.
-        batching: train the runs together, one vmapped network over stacked parameters
+        batching: train the runs together, one network over stacked parameters
+            (grouped convolutions, or vmapped; :mod:`lit_distill.evaluation.batched`)
             (``on``), one at a time (``off``), or together when the network allows it (no
             BatchNorm or dropout) and a step holds at most :data:`BATCH_IMAGES` images
             (``auto``). The results are the same to float rounding.

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_distill.console import REPORT, progress_bar
 from lit_distill.errors import SyntheticSetError, SyntheticSetNotFoundError
 from lit_distill.evaluation.evaluator import (
+    Batching,
     EvalResult,
     SyntheticEvaluator,
     format_results,
@@ -61,6 +62,8 @@ class EvaluationModule(DataTask):
             (``None`` keeps the preset's value; the protocol is then reported as ``name*``).
         num_runs: networks per set and architecture.
         seed: base seed of the runs and of the baseline subset.
+        batching: train the runs of a set together (``auto``: where the network allows it;
+            ``on``; ``off``: one at a time), see :class:`SyntheticEvaluator`.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class EvaluationModule(DataTask):
         soft_labels: SoftLabels | None = None,
         num_runs: int = 5,
         seed: int = 0,
+        batching: Batching = "auto",
     ) -> None:
         super().__init__(num_classes, image_shape, mean, std, dataset)
         self.save_hyperparameters()
@@ -100,7 +104,9 @@ class EvaluationModule(DataTask):
         overrides.update(select=select)
         overrides.update(eval_every=eval_every, soft_labels=soft_labels)
         self.evaluators = [
-            SyntheticEvaluator(arch, arch_kwargs, protocol, num_runs, seed, **overrides)
+            SyntheticEvaluator(
+                arch, arch_kwargs, protocol, num_runs, seed, batching=batching, **overrides
+            )
             for arch in archs
         ]
         if not self.evaluators:
