@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from common import command_line, emit, section, table
-from compare_methods import MethodRun, ensure_experts, model_args, run_args
+from compare_methods import MethodRun, config_data, ensure_experts, model_args, run_args
 from distill_accuracy import QUIET, SHARED_DATA, build_cli, cpu_threads
 
 from lit_distill.cli import resolve_config
@@ -40,11 +40,6 @@ from lit_distill.export import load_synthetic
 from lit_distill.main import main as lit_distill
 
 BENCH = Path(__file__).resolve().parent
-#: ``--data`` overrides of the datasets the CPU configs use ("{root}": ``--data-root``).
-DATA_ARGS = {
-    "MNISTDataModule": ("--data.init_args.root={root}",),
-    "NpzDataModule": ("--data.init_args.path={root}/cifar10/cifar10.npz",),
-}
 
 
 @dataclass(frozen=True)
@@ -69,12 +64,6 @@ class Variant:
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.settings.items()) or "the config's"
-
-
-def data_args(config: str, root: Path) -> list[str]:
-    with open(resolve_config(config), encoding="utf-8") as f:
-        data = yaml.safe_load(f)["data"]["class_path"].rsplit(".", 1)[-1]
-    return [a.format(root=root) for a in DATA_ARGS.get(data, ())]
 
 
 def variant_overrides(variant: Variant, args, data: list[str]) -> list[str]:
@@ -128,7 +117,7 @@ def run_job(spec: dict) -> dict:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     clock = time.perf_counter()
-    data = data_args(args.config, args.data_root)
+    data = config_data(args.config, args.data_root)[1]
     run = MethodRun(args.config)
     with cpu_threads(args.threads):
         experts = ensure_experts(run, args, data)

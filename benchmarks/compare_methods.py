@@ -103,15 +103,26 @@ DATASETS: dict[str, dict[str, MethodRun]] = {
 }
 DATASETS["digits"]["dm"] = dm_run(DATASETS["digits"]["tgdd"])
 DATASETS["digits"] = {m: DATASETS["digits"][m] for m in METHODS}
+#: ``--data`` overrides that point a dataset's configs at ``--data-root`` ("{root}").
 DATA_ARGS = {
     "mnist": ("--data.init_args.root={root}",),
     "cifar10": ("--data.init_args.path={root}/cifar10/cifar10.npz",),
 }
+#: The dataset of a config, by its data class (for :func:`config_data`).
+DATA_CLASSES = {"MNISTDataModule": "mnist", "NpzDataModule": "cifar10"}
 
 
 def model_args(config: str) -> dict:
     with open(resolve_config(config), encoding="utf-8") as f:
         return yaml.safe_load(f)["model"]["init_args"]
+
+
+def config_data(config: str, root: Path | str) -> tuple[dict, list[str]]:
+    """A config's ``data`` section and the overrides that root it at ``root``."""
+    with open(resolve_config(config), encoding="utf-8") as f:
+        data = yaml.safe_load(f)["data"]
+    dataset = DATA_CLASSES.get(data["class_path"].rsplit(".", 1)[-1])
+    return data, [a.format(root=root) for a in DATA_ARGS.get(dataset, ())]
 
 
 def arch_kwargs(run: MethodRun, args: argparse.Namespace) -> dict:

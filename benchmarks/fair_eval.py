@@ -28,11 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import compare_methods
-import yaml
 from common import command_line, emit, section
 from distill_accuracy import QUIET, SHARED_DATA, cpu_threads
 
-from lit_distill.cli import resolve_config
 from lit_distill.main import main as lit_distill
 
 #: The network of the CPU-sized configs (ConvNet-3, width 32), and the same with BatchNorm.
@@ -52,10 +50,8 @@ NAS_SPACE = {
 def data_args(dataset: str, args: argparse.Namespace) -> list[str]:
     """The data of the method configs (class and options), rooted at ``--data-root``."""
     run = compare_methods.DATASETS[dataset]["mtt"].at(args.ipc)
-    with open(resolve_config(run.config), encoding="utf-8") as f:
-        data = yaml.safe_load(f)["data"]
-    rooted = compare_methods.DATA_ARGS.get(dataset, ())
-    return [f"--data={json.dumps(data)}", *(a.format(root=args.data_root) for a in rooted)]
+    data, rooted = compare_methods.config_data(run.config, args.data_root)
+    return [f"--data={json.dumps(data)}", *rooted]
 
 
 def sets_of(args: argparse.Namespace, notes: list[str]) -> tuple[dict[str, str], float]:
