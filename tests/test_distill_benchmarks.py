@@ -110,6 +110,17 @@ def test_ablation_runs_at_the_configs_ipc_unless_told():
     assert ablate.parse_args(["--config", config, "--ipc", "1"]).ipc == 1
 
 
+def test_benchmark_configs_are_pointed_at_the_data_root():
+    import compare_methods
+
+    configs = BENCHMARKS / "configs"
+    data, rooted = compare_methods.config_data(str(configs / "mct_mnist_ipc10_cpu.yaml"), "R")
+    assert data["class_path"].endswith("MNISTDataModule") and rooted == ["--data.init_args.root=R"]
+    _, rooted = compare_methods.config_data(str(configs / "mct_cifar10_ipc1_cpu.yaml"), "R")
+    assert rooted == ["--data.init_args.path=R/cifar10/cifar10.npz"]
+    assert compare_methods.config_data("tgdd_digits.yaml", "R")[1] == []  # embedded: no root
+
+
 @pytest.mark.slow
 def test_fair_evaluation_benchmark_compares_and_searches(in_tmp):
     import fair_eval
@@ -260,6 +271,7 @@ def test_evaluation_speed_benchmark_compares_both_ways(in_tmp):
     result = eval_speed.main(["--rounds", "1", "--epochs", "3", "--runs", "2"])
     assert result["difference"] < 0.02  # the same runs, trained one at a time or together
     assert set(result["median"]) == {"off", "auto"}
+    assert result["testing"] > 0
 
 
 def test_plain_loop_of_the_speed_benchmark_computes_the_engines_gradient():
