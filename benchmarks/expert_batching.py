@@ -1,13 +1,14 @@
 """Would training experts together pay? R experts' SGD steps one after another against one
-vmapped step over their stacked parameters.
+step over their stacked parameters (vmapped, or one grouped network).
 
 Expert training has the shape of evaluation: several networks of one architecture, each its own
 seed, on the same data. This measures one training step (forward, backward, SGD) of ``--experts``
 ConvNet-3s on real-sized batches (``--batch`` images of ``--size`` px, each expert its own
-batch), either one network at a time or all of them in one ``torch.func.vmap`` of
-``functional_call`` over stacked parameters. The two ways alternate over ``--rounds``; process
-CPU time and wall time per step are medians. Batching is worth building for experts only if it
-is clearly faster here.
+batch), either one network at a time or all of them at once over stacked parameters: one
+``torch.func.vmap`` of ``functional_call``, or the grouped network evaluation trains runs with
+(:func:`lit_distill.evaluation.batched.grouped_forward`). The ways alternate over ``--rounds``;
+process CPU time and wall time per step are medians. Batching is worth building for experts
+only if it is clearly faster here.
 
     python benchmarks/expert_batching.py                       # CPU, width 32 and 128
     python benchmarks/expert_batching.py --device cuda --widths 128 --experts 4 8
@@ -24,11 +25,14 @@ import torch.nn.functional as F
 from common import add_output_arguments, command_line, emit, median, section, table
 from torch.func import functional_call, vmap
 
+from lit_distill.evaluation.batched import grouped_forward
 from lit_distill.models import build_model
+
+WAYS = ("one at a time", "vmapped", "grouped")
 
 
 def steps(width: int, experts: int, args) -> dict[str, callable]:
-    """One training step of every expert, both ways (fresh networks, SGD lr 0.01)."""
+    """One training step of every expert, every way (fresh networks, SGD lr 0.01)."""
     device = torch.device(args.device)
     shape = (3, args.size, args.size)
     nets = [build_model("convnet3", 10, shape, width=width).to(device) for _ in range(experts)]
@@ -42,7 +46,8 @@ def steps(width: int, experts: int, args) -> dict[str, callable]:
         for name, _ in nets[0].named_parameters()
     }
     stacked_sgd = torch.optim.SGD(stacked.values(), lr=0.01)
-    forward = vmap(lambda params, x: functional_call(nets[0], params, (x,)))
+    vmapped = vmap(lambda params, x: functional_call(nets[0], params, (x,)))
+    grouped = grouped_forward(nets[0])
 
     def one_at_a_time() -> None:
         for net, opt, x, y in zip(nets, optimizers, images, labels, strict=True):
@@ -50,13 +55,16 @@ def steps(width: int, experts: int, args) -> dict[str, callable]:
             F.cross_entropy(net(x), y).backward()
             opt.step()
 
-    def together() -> None:
-        stacked_sgd.zero_grad(set_to_none=True)
-        logits = forward(stacked, images)
-        sum(F.cross_entropy(out, y) for out, y in zip(logits, labels, strict=True)).backward()
-        stacked_sgd.step()
+    def together(forward) -> callable:
+        def step() -> None:
+            stacked_sgd.zero_grad(set_to_none=True)
+            logits = forward(stacked, images)
+            sum(F.cross_entropy(out, y) for out, y in zip(logits, labels, strict=True)).backward()
+            stacked_sgd.step()
 
-    return {"one at a time": one_at_a_time, "together": together}
+        return step
+
+    return dict(zip(WAYS, (one_at_a_time, together(vmapped), together(grouped)), strict=True))
 
 
 def timed(fn, repeats: int, device: str) -> tuple[float, float]:
@@ -93,21 +101,24 @@ def main(argv: Sequence[str] | None = None) -> list:
                 for name in ways if r % 2 == 0 else reversed(list(ways)):
                     wall, cpu = timed(ways[name], args.steps, args.device)
                     times[name][0].append(wall), times[name][1].append(cpu)
-            one, together = ((median(w), median(c)) for w, c in times.values())
+            cpu = {name: median(c) for name, (_, c) in times.items()}
+            wall = {name: median(w) for name, (w, _) in times.items()}
             rows.append([
-                width, experts, 1000 * one[1], 1000 * together[1], one[1] / together[1],
-                one[0] / together[0],
+                width, experts, *(1000 * cpu[name] for name in WAYS),
+                *(cpu[WAYS[0]] / cpu[name] for name in WAYS[1:]),
+                *(wall[WAYS[0]] / wall[name] for name in WAYS[1:]),
             ])  # fmt: skip
-    headers = ["width", "experts", "one at a time CPU (ms)", "together CPU (ms)",
-               "speed-up CPU", "speed-up wall"]  # fmt: skip
-    best = max(row[4] for row in rows)
+    headers = ["width", "experts", *(f"{name} CPU (ms)" for name in WAYS),
+               *(f"speed-up CPU, {name}" for name in WAYS[1:]),
+               *(f"speed-up wall, {name}" for name in WAYS[1:])]  # fmt: skip
+    best = max(max(row[5:7]) for row in rows)
     body = table(headers, rows) + (
         f"\n\nOne step of every expert ({args.batch} images of {args.size} px each, ConvNet-3), "
         f"medians over {args.rounds} alternated rounds of {args.steps} steps. Best CPU speed-up "
         f"of training together: {best:.2f}x.\n"
     )
     settings = {k: v for k, v in vars(args).items() if k != "out"}
-    title = "Experts: training several together (vmapped) vs one at a time"
+    title = "Experts: training several together (vmapped or grouped) vs one at a time"
     emit(section(title, command_line(__file__, argv), args.device, settings, body), args.out)
     return rows
 

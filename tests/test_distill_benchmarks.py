@@ -301,11 +301,11 @@ def test_plain_loop_of_the_speed_benchmark_computes_the_engines_gradient():
 
 
 @pytest.mark.slow
-def test_expert_batching_benchmark_times_both_ways():
+def test_expert_batching_benchmark_times_every_way():
     import expert_batching
 
     rows = expert_batching.main(["--widths", "4", "--experts", "2", "--batch", "8", "--steps", "1"])
-    assert len(rows) == 1 and rows[0][2] > 0 and rows[0][3] > 0
+    assert len(rows) == 1 and all(ms > 0 for ms in rows[0][2:5])
 
 
 def test_results_name_paths_relative_to_the_repository():
