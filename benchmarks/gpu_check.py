@@ -9,9 +9,10 @@ and memory benchmarks with ``--device cuda``, and a count of host synchronisatio
    and the learned lr positive, and on CUDA the host synchronisations per iteration, counted
    with ``torch.cuda.set_sync_debug_mode("warn")`` after the warm-up (each distinct source line
    is listed once).
-2. **Speed and memory** with the device: ``tgdd_speed.py``, ``unroll_memory.py`` and
-   ``expert_throughput.py`` at reduced settings (``--quick`` smaller still), each in its own
-   process; their tables are included as they print them.
+2. **Speed and memory** with the device: ``tgdd_speed.py``, ``unroll_memory.py``,
+   ``expert_throughput.py``, ``eval_speed.py`` (the quick start's evaluation, runs one at a
+   time against together) and ``expert_batching.py`` at reduced settings (``--quick`` smaller
+   still), each in its own process; their tables are included as they print them.
 
 Everything goes into ONE Markdown section (``--out benchmarks/RESULTS.md``). Data: digits
 (embedded) for the methods; CIFAR-10-shaped random images for the speed scripts (their cost
@@ -164,6 +165,12 @@ def speed_scripts(args) -> list[tuple[str, list[str]]]:
         ("expert_throughput.py", [*device, "--data", data, "--width", "8" if quick else "128",
                                   "--subset", "200" if quick else "3000", "--epochs", "2",
                                   "--repeats", "1" if quick else "2"]),
+        ("eval_speed.py", [*device, "--epochs", "2" if quick else "100", "--rounds",
+                           "1" if quick else "3", "--runs", "2" if quick else "5"]),
+        ("expert_batching.py", [*device, "--widths", *(["4"] if quick else ["32", "128"]),
+                                "--experts", *(["2"] if quick else ["2", "4", "8"]),
+                                "--batch", "8" if quick else "256", "--steps", "1" if quick
+                                else "5"]),
     ]  # fmt: skip
 
 

@@ -259,7 +259,13 @@ def test_gpu_check_runs_on_the_cpu(in_tmp):
         [m, p, "ok"] for m in ("tgdd", "mtt", "dpd") for p in ("32-true", "bf16-mixed")
     ]
     text = out.read_text()
-    for script in ("tgdd_speed.py", "unroll_memory.py", "expert_throughput.py"):
+    for script in (
+        "tgdd_speed.py",
+        "unroll_memory.py",
+        "expert_throughput.py",
+        "eval_speed.py",
+        "expert_batching.py",
+    ):
         assert f"### {script}" in text
     assert "0 failures" in text
 
