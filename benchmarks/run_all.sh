@@ -47,6 +47,8 @@ python benchmarks/ablate.py --config $c/mct_cifar10_ipc1_cpu.yaml --seeds 0,1,2 
   --variant line:max_start_epoch=null --variant window:max_start_epoch=2 --out "$out"
 python benchmarks/ablate.py --config $c/mct_cifar10_ipc10_cpu.yaml --seeds 0,1,2 --runs 5 \
   --variant line:max_start_epoch=null --variant window:max_start_epoch=4 --out "$out"
+python benchmarks/ablate.py --config $c/mct_mnist_ipc10_cpu.yaml --seeds 0,1,2 --runs 5 \
+  --variant line:max_start_epoch=null --variant window:max_start_epoch=4 --out "$out"
 python benchmarks/ablate.py --config $c/datm_cifar10_ipc1_cpu.yaml --seeds 0,1,2 --runs 5 \
   --variant ftd_experts: --variant sgd_experts:experts=$c/experts_cifar10_mtt_cpu.yaml --out "$out"
 python benchmarks/mct_convergence.py --dataset mnist --ipc 1 --iterations 200 --eval-every 25 \
