@@ -1,7 +1,7 @@
 """Training the runs of one evaluation together: one network over stacked parameters.
 
 An evaluation trains several fresh networks of one architecture on tiny sets (IPC 1: ten images),
-where a step costs little arithmetic and much per-call overhead. Here the R runs take their
+where a step is a handful of small kernel calls per network. Here the R runs take their
 steps together: their parameters are stacked along a new first dimension, one forward and one
 backward serve every network, and one SGD updates the stacked tensors (SGD, momentum and
 weight decay act element by element, so this is R independent optimisers with one lr).
