@@ -48,11 +48,13 @@ def testing_seconds(arch: str, kwargs: dict, facts, networks: int) -> float:
     """CPU seconds of measuring ``networks`` networks on the test split (either way the same:
     every run is measured alone), with fresh networks of the evaluated architecture."""
     test, preprocess, num_classes, image_shape, device = facts
-    test = test.to(device)
-    nets = [build_model(arch, num_classes, image_shape, **kwargs) for _ in range(networks)]
+    test, preprocess = test.to(device), preprocess.to(device)
+    nets = [
+        build_model(arch, num_classes, image_shape, **kwargs).to(device) for _ in range(networks)
+    ]
     cpu = time.process_time()
     for net in nets:
-        accuracy(net.to(device), test, preprocess.to(device))
+        accuracy(net, test, preprocess)
     return time.process_time() - cpu
 
 

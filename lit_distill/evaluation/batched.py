@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.nn.modules.utils import _pair
 
 from lit_distill.augment import DSA
 from lit_distill.evaluation.protocols import EvalProtocol
@@ -173,11 +174,10 @@ def _is_2x2_average(pool: nn.Module) -> bool:
     """Whether ``pool`` is a plain 2x2, stride-2 average pooling."""
     if type(pool) is not nn.AvgPool2d:
         return False
-    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
     return (
-        pair(pool.kernel_size) == (2, 2)
-        and pair(pool.stride) == (2, 2)
-        and pair(pool.padding) == (0, 0)
+        _pair(pool.kernel_size) == (2, 2)
+        and _pair(pool.stride) == (2, 2)
+        and _pair(pool.padding) == (0, 0)
         and not pool.ceil_mode
         and pool.divisor_override is None
     )
