@@ -131,17 +131,14 @@ def grouped_forward(net: nn.Module) -> StackedForward | None:
             conv, prefix = block.conv, f"features.{i}."
             bias = params.get(prefix + "conv.bias")
             h = F.conv2d(
-                h, params[prefix + "conv.weight"].flatten(0, 1),
-                None if bias is None else bias.flatten(), conv.stride, conv.padding,
-                conv.dilation, groups=runs,
+                h, params[prefix + "conv.weight"].flatten(0, 1), _flat(bias), conv.stride,
+                conv.padding, conv.dilation, groups=runs,
             )  # fmt: skip
             if isinstance(block.norm, nn.GroupNorm):
                 weight, bias = params.get(prefix + "norm.weight"), params.get(prefix + "norm.bias")
                 h = F.group_norm(
-                    h, runs * block.norm.num_groups,
-                    None if weight is None else weight.flatten(),
-                    None if bias is None else bias.flatten(), block.norm.eps,
-                )  # fmt: skip
+                    h, runs * block.norm.num_groups, _flat(weight), _flat(bias), block.norm.eps
+                )
             h = _pool(block.pool, block.act(h))
         features = h.reshape(batch, runs, -1).transpose(0, 1)  # (R, B, D): each run's embed
         logits = features @ params["classifier.weight"].transpose(1, 2)
@@ -151,10 +148,15 @@ def grouped_forward(net: nn.Module) -> StackedForward | None:
     return forward
 
 
+def _flat(param: Tensor | None) -> Tensor | None:
+    """A stacked (R, C) parameter as the grouped layer's (R*C,) one; None stays None."""
+    return None if param is None else param.flatten()
+
+
 def _pool(pool: nn.Module, h: Tensor) -> Tensor:
     """``pool(h)``; on a CPU, a 2x2 average of even-sized maps of at most
-    :data:`_HALVES_MAX` values as two sums of halves, which costs about half of
-    ``avg_pool2d`` forward and backward there (``benchmarks/eval_speed.py``), and more above."""
+    :data:`_HALVES_MAX` values as two sums of halves, which cost about half of ``avg_pool2d``
+    forward and backward there at an evaluation's map sizes, and more above."""
     height, width = h.shape[-2:]
     if not (
         h.device.type == "cpu"
