@@ -5,7 +5,9 @@ each) several times per student step. glibc serves every block above its mmap th
 (32 MB at most) with a fresh ``mmap`` and returns it with ``munmap`` when freed, so each step
 page-faults its activations in again and the kernel zeroes every page. Keeping them made an
 iteration on a ConvNet-3 of width 128 at IPC 10 take about two thirds of the CPU time
-(``benchmarks/unroll_memory.py --allocator``, ``benchmarks/RESULTS.md``).
+(``benchmarks/unroll_memory.py --allocator``, ``benchmarks/RESULTS.md``); expert training and
+TGDD have the same pattern (an expert's step at width 128 took 0.57x the time, a TGDD
+iteration 0.90x: ``benchmarks/allocator_effect.py``).
 
 :func:`keep_freed_memory` tells glibc (``mallopt``) to serve every block from its heap and to
 keep up to 2 GiB of freed memory for reuse. The process's resident memory then stays near its

@@ -271,6 +271,23 @@ def test_gpu_check_runs_on_the_cpu(in_tmp):
 
 
 @pytest.mark.slow
+def test_allocator_benchmark_runs_each_setting_in_its_own_process(in_tmp):
+    import allocator_effect
+    from gpu_check import random_cifar
+
+    data = random_cifar(in_tmp / "cifar.npz", 130)  # TGDD draws 128 real images per class
+    out = in_tmp / "alloc.md"
+    argv = ["--data", str(data), "--width", "4", "--subset", "512", "--epochs", "2"]
+    argv += ["--steps", "2", "--rounds", "1", "--out", str(out)]
+    summary = allocator_effect.main(argv)
+    assert set(summary) == {"experts", "tgdd"}
+    for job in summary.values():  # the setting took effect in its process, and only there
+        assert job["kept"] == {"kept": [True], "system": [False]}
+        assert all(job["median"][side]["wall"] > 0 for side in ("kept", "system"))
+    assert "| experts | kept / system |" in out.read_text()
+
+
+@pytest.mark.slow
 def test_evaluation_speed_benchmark_compares_both_ways(in_tmp):
     import eval_speed
 
