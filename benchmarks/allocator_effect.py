@@ -169,15 +169,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "median": med, "ratio": ratio,
             "kept": {a: [run["kept"] for run in runs] for a, runs in sides.items()},
         }  # fmt: skip
-    steps = {"experts": "training step", "tgdd": "iteration"}
     body = table(
         ["job", "host memory", "wall / step (ms)", "CPU / step (ms)", "peak RSS (MiB)"], rows
     ) + (
-        f"\n\nA step is an expert's {steps['experts']} (batch of the MTT recipe) or a TGDD "
-        f"{steps['tgdd']}. Medians over {args.rounds} processes per setting, alternated; each "
-        f"process drops its first {args.warmup} step(s). kept: freed memory kept for reuse, as "
-        "`lit-distill` runs; system: glibc's defaults. A ratio below 1 means the setting saves "
-        "that much.\n"
+        "\n\nA step is an expert's training step (a batch of the MTT recipe) or a TGDD "
+        f"iteration. Medians over {args.rounds} processes per setting, alternated; each process "
+        f"drops its first {args.warmup} step(s). kept: freed memory kept for reuse, as "
+        "`lit-distill` runs; system: glibc's defaults. The peak is the whole process's resident "
+        "memory, the data included. A ratio below 1 is that much less with memory kept.\n"
     )
     settings = {
         "data": f"{args.name} (experts: subset {args.subset or 'all'}; TGDD: all)",
