@@ -15,6 +15,8 @@ import pytest
 import torch
 from conftest import NO_CIFAR10, NO_MNIST, TEST_DATA
 
+from lit_distill.allocator import glibc
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
@@ -271,6 +273,7 @@ def test_gpu_check_runs_on_the_cpu(in_tmp):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(glibc() is None, reason="the setting exists only with glibc on Linux")
 def test_allocator_benchmark_runs_each_setting_in_its_own_process(in_tmp):
     import allocator_effect
     from gpu_check import random_cifar
