@@ -297,7 +297,7 @@ def test_evaluation_speed_benchmark_compares_both_ways(in_tmp):
     result = eval_speed.main(["--rounds", "1", "--epochs", "3", "--runs", "2"])
     assert result["difference"] < 0.02  # the same runs, trained one at a time or together
     assert set(result["median"]) == {"off", "auto"}
-    assert result["testing"] > 0
+    assert result["testing"]["auto"] > 0 and result["testing"]["own"] > 0
 
 
 def test_plain_loop_of_the_speed_benchmark_computes_the_engines_gradient():

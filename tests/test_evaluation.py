@@ -195,6 +195,24 @@ def test_accuracy_restores_the_mode(digits: DigitsDataModule) -> None:
     assert acc == pytest.approx(float(expected)) and not net.training
 
 
+@pytest.mark.parametrize("channels_last", [True, False, None])
+def test_accuracy_in_either_layout_leaves_the_network_as_it_was(digits, channels_last) -> None:
+    torch.manual_seed(0)
+    net = fresh_net(10)
+    rows = torch.arange(400)
+    train_on_synthetic(
+        net, digits.train_set.pixels(rows), digits.train_set.labels[rows],
+        tiny_protocol(epochs=5), IDENTITY, 0.05, generator(0),
+    )  # fmt: skip
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    acc = accuracy(net, digits.test_set, IDENTITY, channels_last=channels_last)
+    assert acc == accuracy(net, digits.test_set, IDENTITY, channels_last=False)
+    assert acc > 0.3  # a trained network, so that a broken layout would show
+    for name, value in net.state_dict().items():  # values and layout untouched
+        assert torch.equal(value, before[name]) and value.is_contiguous(), name
+    assert net.training
+
+
 # ---------------------------------------------------------------------- evaluator
 def evaluator(**kwargs: Any) -> SyntheticEvaluator:
     settings = {"arch_kwargs": TINY, "num_runs": 3, **FAST, **kwargs}

@@ -8,6 +8,7 @@ kernels, unless ``torch.use_deterministic_algorithms`` is on).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -173,21 +174,38 @@ def _cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def accuracy(
-    net: nn.Module, test: LabeledImages, preprocess: nn.Module, batch_size: int = 500
+    net: nn.Module,
+    test: LabeledImages,
+    preprocess: nn.Module,
+    batch_size: int = 500,
+    channels_last: bool | None = None,
 ) -> float:
     """Top-1 accuracy (fraction in [0, 1]) of ``net`` on ``test``, on the test images' device.
 
     The network is put in eval mode for the measurement and given back in the mode it had.
+
+    Args:
+        channels_last: measure a channels-last copy of the network (the same values to float
+            rounding; ``net`` itself is not changed). None: on a CPU, for a network with
+            convolutions, whose channels-last forward is the faster one there at evaluation
+            sizes (``benchmarks/eval_speed.py``); in its own layout elsewhere.
     """
+    if channels_last is None:
+        channels_last = test.device.type == "cpu" and any(
+            isinstance(m, nn.Conv2d) for m in net.modules()
+        )
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     was_training = net.training
+    model = copy.deepcopy(net).to(memory_format=layout) if channels_last else net
     # No cross-process sync: every caller measures the whole test split itself.
     metric = MulticlassAccuracy(test.num_classes, average="micro", sync_on_compute=False)
     metric = metric.to(test.device)
-    net.eval()
+    model.eval()
     try:
         with torch.no_grad():
             for rows in torch.arange(len(test)).split(batch_size):
-                logits = net(preprocess(test.pixels(rows)))
+                inputs = preprocess(test.pixels(rows))
+                logits = model(inputs.contiguous(memory_format=layout) if channels_last else inputs)
                 metric.update(logits, test.labels[rows.to(test.device)])
         return float(metric.compute())
     finally:
