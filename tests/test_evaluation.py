@@ -299,6 +299,9 @@ def test_module_baseline_only(digits: DigitsDataModule) -> None:
     assert not torch.equal(subsets[0].images, subsets[1].images)
     ev = SyntheticEvaluator(ARCH, TINY, "short", num_runs=2, **FAST)
     assert result.accuracies == pytest.approx(evaluate(ev, digits, subsets).accuracies)
+    # On a CPU both measure channels-last networks (the faster layout there).
+    weight = model.nets[0][0].features[1].conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 def test_module_with_an_export(digits: DigitsDataModule, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import torch
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -23,6 +24,7 @@ from lit_distill.evaluation.evaluator import (
     shared_runs,
 )
 from lit_distill.evaluation.protocols import ProtocolName, Selection, SoftLabels
+from lit_distill.evaluation.train import measured_channels_last
 from lit_distill.export import SyntheticData, load_synthetic
 from lit_distill.models import build_model
 from lit_distill.space import ImageSpace
@@ -184,7 +186,10 @@ class EvaluationModule(DataTask):
                 evaluator.arch, self.num_classes, self.image_shape, **evaluator.arch_kwargs
             )
             net.load_state_dict(state)
-            nets.append(net.to(device))
+            net.to(device)
+            if measured_channels_last(net, device):  # only measured from here on
+                net.to(memory_format=torch.channels_last)
+            nets.append(net)
         return nets
 
     def _sets(self) -> list[list[SyntheticData]]:
@@ -203,9 +208,13 @@ class EvaluationModule(DataTask):
     def _update(self, batch: tuple[Tensor, Tensor]) -> None:
         images, labels = batch
         inputs = self.preprocess(images)
+        layouts = {False: inputs}  # the batch in each layout the networks are measured in
         for nets, metrics in zip(self.nets, self.metrics, strict=True):
             for net, metric in zip(nets, metrics, strict=True):
-                metric.update(net(inputs), labels)
+                cl = measured_channels_last(net, inputs.device)
+                if cl not in layouts:
+                    layouts[cl] = inputs.contiguous(memory_format=torch.channels_last)
+                metric.update(net(layouts[cl]), labels)
 
     def _report(self, prefix: str) -> None:
         """Log mean/std per (set, arch), keep the results, print the table; reset the metrics."""

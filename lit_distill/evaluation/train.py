@@ -191,9 +191,7 @@ def accuracy(
             sizes (``benchmarks/eval_speed.py``); in its own layout elsewhere.
     """
     if channels_last is None:
-        channels_last = test.device.type == "cpu" and any(
-            isinstance(m, nn.Conv2d) for m in net.modules()
-        )
+        channels_last = measured_channels_last(net, test.device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     was_training = net.training
     model = copy.deepcopy(net).to(memory_format=layout) if channels_last else net
@@ -210,3 +208,9 @@ def accuracy(
         return float(metric.compute())
     finally:
         net.train(was_training)
+
+
+def measured_channels_last(net: nn.Module, device: torch.device) -> bool:
+    """Whether ``net`` is measured in the channels-last layout: on a CPU, a network with
+    convolutions (oneDNN's faster layout there for inference)."""
+    return device.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in net.modules())
