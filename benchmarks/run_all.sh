@@ -64,6 +64,7 @@ for dataset in mnist cifar10; do
   done
 done
 python benchmarks/fair_eval.py --part nas --dataset mnist --ipc 1 --methods tgdd,datm,dpd --out "$out"
+python benchmarks/fair_eval.py --part nas --dataset cifar10 --ipc 10 --methods tgdd,datm,dpd --out "$out"
 python benchmarks/eval_speed.py --out "$out"
 python benchmarks/expert_batching.py --out "$out"
 python benchmarks/distill_accuracy.py --out "$out"
