@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from common import command_line, emit, section, table
+from common import command_line, emit, run_json_worker, section, table
 from compare_methods import MethodRun, config_data, ensure_experts, model_args, run_args
 from distill_accuracy import QUIET, SHARED_DATA, build_cli, cpu_threads
 
@@ -106,10 +105,7 @@ def run_job(spec: dict) -> dict:
             return saved["result"]
     cmd = [sys.executable, str(BENCH / "compare_methods.py"), "--worker", json.dumps(spec)]
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"] or 1)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{spec['method']} failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_json_worker(cmd, spec["method"], env)
     done_file.write_text(json.dumps({"spec": spec, "result": result}))
     return result
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from common import (
     load_data,
     median,
     rss_bytes,
+    run_json_worker,
     section,
     table,
 )
@@ -116,10 +116,7 @@ def run_child(args: argparse.Namespace, job: str, allocator: str, argv: list[str
     """``child`` in a fresh process (glibc's settings hold for a whole process)."""
     cmd = [sys.executable, __file__, *argv, "--child", job, "--allocator", allocator]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{job} with {allocator} memory failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_worker(cmd, f"{job} with {allocator} memory", env)
 
 
 def child_argv(args: argparse.Namespace) -> list[str]:

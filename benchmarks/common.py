@@ -8,11 +8,13 @@ be traced to the run that produced it and rerun.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -144,6 +146,15 @@ def rss_bytes(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def run_json_worker(cmd: Sequence[str], what: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``cmd`` (a worker process that prints its result as JSON on its last line of output)
+    and return that result; a failure raises with ``what`` and the end of its error output."""
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def children_cpu() -> float:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
-from common import RunTrace, command_line, emit, median, section, table
+from common import RunTrace, command_line, emit, median, run_json_worker, section, table
 from distill_accuracy import QUIET, SHARED_DATA, build_cli, cpu_threads
 from distill_cost import MIB, CostMeter
 
@@ -233,10 +232,7 @@ def run_worker(spec: dict) -> dict:
         return done
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"] or os.cpu_count())}
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{spec['method']} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_worker(cmd, spec["method"], env)
 
 
 def evaluate(dataset: str, ipc: int, runs: dict[str, dict], args, data_args) -> dict:

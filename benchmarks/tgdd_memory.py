@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +32,15 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from common import add_output_arguments, command_line, emit, rss_bytes, section, table
+from common import (
+    add_output_arguments,
+    command_line,
+    emit,
+    rss_bytes,
+    run_json_worker,
+    section,
+    table,
+)
 
 from lit_distill.data import NpzDataModule
 from lit_distill.distill import TGDDModule
@@ -121,10 +128,7 @@ def run_worker(classes: int, ipc: int, args: argparse.Namespace) -> dict:
     env = dict(os.environ)
     if args.malloc_mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{classes} classes, IPC {ipc} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_worker(cmd, f"{classes} classes, IPC {ipc}", env)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -41,14 +41,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from common import add_output_arguments, command_line, emit, median, rss_bytes, section, table
+from common import (
+    add_output_arguments,
+    command_line,
+    emit,
+    median,
+    rss_bytes,
+    run_json_worker,
+    section,
+    table,
+)
 
 from lit_distill.allocator import keep_freed_memory
 from lit_distill.augment import DSA
@@ -159,10 +167,7 @@ def run_worker(mode: str, steps: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--mode", mode, "--steps", str(steps)]
     cmd += ["--width", str(args.width), "--ipc", str(args.ipc), "--device", args.device]
     cmd += ["--iterations", str(args.iterations), "--allocator", args.allocator]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} at {steps} steps failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_worker(cmd, f"{mode} at {steps} steps")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
