@@ -32,6 +32,7 @@ from common import (
     add_output_arguments,
     command_line,
     emit,
+    keep_memory,
     load_data,
     median,
     rss_bytes,
@@ -39,8 +40,6 @@ from common import (
     section,
     table,
 )
-
-from lit_distill.allocator import keep_freed_memory
 
 MIB = 2**20
 JOBS = ("experts", "tgdd")
@@ -90,9 +89,7 @@ def tgdd_steps(args: argparse.Namespace, dm, workdir: Path) -> tuple[list[float]
 
 def child(args: argparse.Namespace) -> dict:
     """One job with one allocator setting, in this (fresh) process."""
-    kept = args.allocator == "kept" and keep_freed_memory()
-    if args.allocator == "kept" and not kept:
-        raise RuntimeError("could not keep freed memory (glibc on Linux needed)")
+    kept = keep_memory(args.allocator == "kept")
     torch.set_num_threads(args.threads)
     if args.child == "tgdd":
         args.subset = 0  # TGDD samples 128 real images per class and iteration: all of them

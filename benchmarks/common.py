@@ -26,6 +26,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from lit_distill.allocator import keep_freed_memory
 from lit_distill.data import LabeledImages, NpzDataModule
 from lit_distill.data.base import Split
 
@@ -146,6 +147,15 @@ def rss_bytes(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def keep_memory(kept: bool) -> bool:
+    """In a worker process: keep freed host memory as ``lit-distill`` does when ``kept``
+    (:func:`lit_distill.allocator.keep_freed_memory`), else glibc's defaults; raise when the
+    setting cannot be had. Returns ``kept``."""
+    if kept and not keep_freed_memory():
+        raise RuntimeError("could not keep freed memory (glibc on Linux needed)")
+    return kept
 
 
 def run_json_worker(cmd: Sequence[str], what: str, env: dict[str, str] | None = None) -> dict:

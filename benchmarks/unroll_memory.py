@@ -51,6 +51,7 @@ from common import (
     add_output_arguments,
     command_line,
     emit,
+    keep_memory,
     median,
     rss_bytes,
     run_json_worker,
@@ -58,7 +59,6 @@ from common import (
     table,
 )
 
-from lit_distill.allocator import keep_freed_memory
 from lit_distill.augment import DSA
 from lit_distill.distill.engine import FlatModel, Segment, StudentUnroll, plan_steps
 from lit_distill.models import build_model
@@ -78,9 +78,7 @@ ALLOCATORS = {
 
 def worker(args: argparse.Namespace) -> dict:
     """One mode at one ``syn_steps`` in this process: times and the working-memory peak."""
-    kept = args.allocator == "kept" or (args.allocator == "app" and args.mode != "plain")
-    if kept and not keep_freed_memory():
-        raise RuntimeError("could not keep freed memory (glibc on Linux needed)")
+    keep_memory(args.allocator == "kept" or (args.allocator == "app" and args.mode != "plain"))
     torch.manual_seed(0)
     device = torch.device(args.device)
     net = build_model("convnet3", 10, (3, 32, 32), width=args.width).to(device).train()
