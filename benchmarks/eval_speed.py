@@ -3,10 +3,19 @@
 What a distillation's evaluation costs: ``--runs`` networks on the set, and as many on random
 real subsets of the same IPC (the comparison every run ends with), through the evaluator of the
 configs (digits: the quick start's ``tgdd_digits.yaml`` callback; MNIST and CIFAR-10: the CPU
-configs' ConvNet-3 width 32), protocol ``short``. Each round evaluates both ways, alternating
-which goes first; process CPU time and wall time are taken per side, and the medians compared.
-The accuracies of the two ways are printed too: they must agree (the same runs, to float
-rounding).
+configs' ConvNet-3 width 32), protocol ``short``. Three ways, alternated in every round:
+
+- ``one at a time``: ``batching: off``, every network trained alone;
+- ``each set together``: ``batching: auto``, the runs of the set together, then those of the
+  baseline (``SyntheticEvaluator.evaluate`` per set);
+- ``all together``: ``batching: auto``, the set's and the baseline's runs in one group
+  (``SyntheticEvaluator.evaluate_many``, what the end of a distillation and ``lit-distill test``
+  do).
+
+Process CPU time and wall time are taken per side, and the medians compared. The accuracies of
+the ways are printed too: they must agree (the same runs, to float rounding). Host memory is
+set as ``lit-distill`` sets it (freed memory kept for reuse, ``lit_distill/allocator.py``) for
+every side; ``--allocator system`` keeps glibc's defaults instead.
 
     python benchmarks/eval_speed.py                                # digits IPC 1, 3 rounds
     python benchmarks/eval_speed.py --dataset mnist --ipc 10 --rounds 2
@@ -19,7 +28,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import add_output_arguments, command_line, emit, median, section, table
+from common import (
+    add_output_arguments,
+    command_line,
+    emit,
+    keep_memory,
+    median,
+    section,
+    table,
+)
 from compare_methods import DATA_ARGS, DATASETS, model_args
 from distill_accuracy import SHARED_DATA, build_cli, cpu_threads
 
@@ -37,10 +54,23 @@ def evaluator_settings(dataset: str) -> tuple[str, dict]:
     return hp["arch"], dict(hp.get("arch_kwargs") or {})
 
 
-def measure(evaluator, sets, facts) -> tuple[float, float, list[float]]:
-    """Wall and CPU seconds of evaluating every set, and the accuracies."""
+#: The ways compared: (row name, batching, every set in one call).
+WAYS = {
+    "off": ("one at a time", "off", False),
+    "auto": ("each set together", "auto", False),
+    "joint": ("all together", "auto", True),
+}
+
+
+def measure(evaluator, sets, facts, joint: bool) -> tuple[float, float, list[float]]:
+    """Wall and CPU seconds of evaluating every set (in one call when ``joint``), and the
+    accuracies."""
     wall, cpu = time.perf_counter(), time.process_time()
-    accuracies = [a for data in sets for a in evaluator.evaluate(data, *facts).accuracies]
+    if joint:
+        results = evaluator.evaluate_many(sets, *facts)
+    else:
+        results = [evaluator.evaluate(data, *facts) for data in sets]
+    accuracies = [a for result in results for a in result.accuracies]
     return time.perf_counter() - wall, time.process_time() - cpu, accuracies
 
 
@@ -75,8 +105,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--allocator", choices=("app", "system"), default="app",
+        help="host memory: kept for reuse as lit-distill runs (app), or glibc's defaults",
+    )  # fmt: skip
     add_output_arguments(parser)
     args = parser.parse_args(argv)
+    keep_memory(args.allocator == "app")
     data_args = [a.format(root=args.data_root) for a in DATA_ARGS.get(args.dataset, ())]
     cli = build_cli(DATASETS[args.dataset]["tgdd"].at(1).config, data_args, Path("/tmp"), "cpu")
     dm = cli.datamodule
@@ -89,36 +124,46 @@ def main(argv: Sequence[str] | None = None) -> dict:
         random_real_baseline(dm.train_set, args.ipc, dm.zca, 0, args.runs),
     ]  # fmt: skip
     sides = {
-        mode: SyntheticEvaluator(
-            arch, kwargs, "short", args.runs, batching=mode, epochs=args.epochs
-        )
-        for mode in ("off", "auto")
-    }
-    times = {mode: ([], []) for mode in sides}
+        way: SyntheticEvaluator(arch, kwargs, "short", args.runs, batching=batching,
+                                epochs=args.epochs)
+        for way, (_, batching, _) in WAYS.items()
+    }  # fmt: skip
+    times = {way: ([], []) for way in sides}
     accuracies = {}
     with cpu_threads(args.threads):
         for r in range(args.rounds):
-            for mode in sides if r % 2 == 0 else reversed(list(sides)):
-                wall, cpu, accuracies[mode] = measure(sides[mode], sets, facts)
-                times[mode][0].append(wall), times[mode][1].append(cpu)
+            for way in sides if r % 2 == 0 else reversed(list(sides)):
+                wall, cpu, accuracies[way] = measure(sides[way], sets, facts, WAYS[way][2])
+                times[way][0].append(wall), times[way][1].append(cpu)
         testing = testing_seconds(arch, kwargs, facts, 2 * args.runs)
-    med = {mode: (median(w), median(c)) for mode, (w, c) in times.items()}
+    med = {way: (median(w), median(c)) for way, (w, c) in times.items()}
     rows = [
-        [name, med[mode][0], med[mode][1], ", ".join(f"{100 * a:.2f}" for a in accuracies[mode])]
-        for name, mode in (("one at a time", "off"), ("together (auto)", "auto"))
-    ]
-    speedup = (med["off"][0] / med["auto"][0], med["off"][1] / med["auto"][1])
-    same = max(abs(a - b) for a, b in zip(accuracies["off"], accuracies["auto"], strict=True))
-    body = table(["runs", "wall (s)", "CPU (s)", "accuracy per run (%)"], rows) + (
-        f"\n\nTogether: {speedup[0]:.2f}x faster in wall time, {speedup[1]:.2f}x in CPU time "
-        f"(medians of {args.rounds} alternated rounds; target: at least 2x). Largest accuracy "
-        f"difference between the two ways: {100 * same:.2f} points. Evaluated: {args.runs} "
-        f"networks on one set of IPC {args.ipc} and {args.runs} on random real subsets, "
-        f"{arch} {kwargs}, protocol {sides['auto'].protocol.name} "
-        f"({sides['auto'].protocol.epochs} epochs). Of each side's CPU time, measuring the "
-        f"{2 * args.runs} networks on the {len(dm.test_set)} test images takes "
-        f"{testing['auto']:.2f} s (one network at a time both ways; in the networks' own layout "
-        f"rather than the channels-last copies measured on a CPU: {testing['own']:.2f} s).\n"
+        [WAYS[way][0], med[way][0], med[way][1], med["off"][1] / med[way][1],
+         ", ".join(f"{100 * a:.2f}" for a in accuracies[way])]
+        for way in WAYS
+    ]  # fmt: skip
+    speedup = {way: (med["off"][0] / med[way][0], med["off"][1] / med[way][1]) for way in WAYS}
+    same = max(
+        abs(a - b)
+        for way in ("auto", "joint")
+        for a, b in zip(accuracies["off"], accuracies[way], strict=True)
+    )
+    memory = (
+        "kept for reuse, as lit-distill runs" if args.allocator == "app" else "glibc's defaults"
+    )
+    body = table(["runs", "wall (s)", "CPU (s)", "speed-up (CPU)", "accuracy per run (%)"], rows)
+    body += (
+        f"\n\nAll together: {speedup['joint'][0]:.2f}x faster than one at a time in wall time, "
+        f"{speedup['joint'][1]:.2f}x in CPU time (each set together: {speedup['auto'][0]:.2f}x, "
+        f"{speedup['auto'][1]:.2f}x; medians of {args.rounds} alternated rounds; target: at "
+        f"least 2x). Largest accuracy difference from one at a time: {100 * same:.2f} points. "
+        f"Evaluated: {args.runs} networks on one set of IPC {args.ipc} and {args.runs} on random "
+        f"real subsets, {arch} {kwargs}, protocol {sides['auto'].protocol.name} "
+        f"({sides['auto'].protocol.epochs} epochs); host memory {memory} on every side. Of each "
+        f"side's CPU time, measuring the {2 * args.runs} networks on the {len(dm.test_set)} test "
+        f"images takes {testing['auto']:.2f} s (one network at a time every way; in the networks' "
+        f"own layout rather than the channels-last copies measured on a CPU: "
+        f"{testing['own']:.2f} s).\n"
     )
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     title = f"Evaluation time: runs one at a time vs together ({args.dataset}, IPC {args.ipc})"

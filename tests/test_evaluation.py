@@ -30,7 +30,7 @@ from lit_distill.evaluation import (
     resolve_protocol,
     train_on_synthetic,
 )
-from lit_distill.evaluation.batched import grouped_forward
+from lit_distill.evaluation.batched import grouped_forward, train_together
 from lit_distill.evaluation.evaluator import BASELINE_STREAM
 from lit_distill.export import SyntheticData, save_synthetic
 from lit_distill.models import build_model
@@ -423,7 +423,9 @@ def test_callback_state_round_trip() -> None:
 def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: Path) -> None:
     cb = callback(every_n_steps=10, report=False)
     means = iter([0.5, 0.4, 0.6, 0.7])
-    cb.evaluator.evaluate = lambda *a, **k: EvalResult("fake", ARCH, "short", 5, (next(means),))
+    cb.evaluator.evaluate_many = lambda sets, *a, **k: [
+        EvalResult("fake", ARCH, "short", 5, (next(means),)) for _ in sets
+    ]
     model = SimpleNamespace(
         synthetic_data=lambda: random_real(digits),
         datamodule=digits,
@@ -561,3 +563,105 @@ def test_batching_is_chosen_only_where_it_is_exact(digits):
     assert evaluator().batched(sets, [0.01] * 3, (10, (1, 8, 8), "cpu"))
     assert not evaluator().batched(sets[:1], [0.01], (10, (1, 8, 8), "cpu"))  # one run
     assert not evaluator(batch_size=4096).batched(sets * 30, [0.01] * 90, (10, (1, 8, 8), "cpu"))
+
+
+# ---------------------------------------------------------------------- several sets together
+def test_sets_evaluated_together_give_each_sets_own_result(digits, monkeypatch):
+    """A set and its per-run baseline, evaluated in one call: each result is the one
+    ``evaluate`` gives for that set alone, and the six runs trained in one group."""
+    data = random_real(digits, ipc=2, seed=5)
+    baseline = [random_real(digits, ipc=2, seed=s) for s in range(3)]
+    facts = (digits.test_set, digits.preprocess(), digits.num_classes, digits.image_shape)
+    ev = evaluator(epochs=6, augment="color_crop_cutout_flip_scale_rotate")
+    alone = [ev.evaluate(d, *facts) for d in (data, baseline)]
+    sizes = []
+    real_train_together = train_together
+
+    def counting(nets, *args, **kwargs):
+        sizes.append(len(nets))
+        return real_train_together(nets, *args, **kwargs)
+
+    monkeypatch.setattr("lit_distill.evaluation.evaluator.train_together", counting)
+    together = ev.evaluate_many([data, baseline], *facts)
+    assert sizes == [6]
+    for one, other in zip(alone, together, strict=True):
+        assert other.method == one.method and other.ipc == one.ipc
+        assert other.accuracies == pytest.approx(one.accuracies, abs=0.01)
+    assert together[0].accuracies != together[1].accuracies  # not one set evaluated twice
+
+
+def test_sets_join_one_group_only_when_they_can(digits):
+    """Sets of another shape or learning rate, or beyond the step's image budget, keep their
+    own group; the networks come back in each set's run order whatever the grouping."""
+    small, large = (tuple(random_real(digits, ipc=i).decoded()) for i in (1, 2))
+    ev = evaluator()
+    facts = (10, (1, 8, 8), "cpu")
+
+    def groups(sets_per_set, lrs_per_set, ev=ev):
+        jobs = [(k, r) for k in range(len(sets_per_set)) for r in range(3)]
+        sets = [sets_per_set[k] for k, _ in jobs]
+        lrs = [lrs_per_set[k] for k, _ in jobs]
+        return ev._groups(jobs, sets, lrs, facts)
+
+    assert groups([small, small], [0.01, 0.01]) == [[0, 1, 2, 3, 4, 5]]
+    assert groups([small, large], [0.01, 0.01]) == [[0, 1, 2], [3, 4, 5]]
+    assert groups([small, small], [0.01, 0.02]) == [[0, 1, 2], [3, 4, 5]]
+    assert groups([small, small, small], [0.01, 0.02, 0.01]) == [[0, 1, 2, 6, 7, 8], [3, 4, 5]]
+    # auto: two sets of 3 runs x 1,000 images per step exceed BATCH_IMAGES; "on" joins them
+    big = (small[0].repeat(100, 1, 1, 1), small[1].repeat(100))
+    assert groups([big, big], [0.01, 0.01], evaluator(batch_size=1000)) == [[0, 1, 2], [3, 4, 5]]
+    on = evaluator(batch_size=1000, batching="on")
+    assert groups([big, big], [0.01, 0.01], on) == [[0, 1, 2, 3, 4, 5]]
+    assert groups([small, small], [0.01, 0.01], evaluator(batching="off")) == [
+        [i] for i in range(6)
+    ]
+
+
+def test_networks_return_in_run_order_when_groups_interleave(digits):
+    """A set whose runs cannot train together between two that join: every set still gets
+    its own networks, run by run (compared with each set trained alone)."""
+    one = random_real(digits, ipc=1, seed=1)
+    mixed = [replace(random_real(digits, ipc=1, seed=s), lr=0.01 * (s + 1)) for s in range(3)]
+    other = random_real(digits, ipc=1, seed=2)
+    args = (digits.test_set, digits.preprocess(), digits.num_classes, digits.image_shape)
+    ev = evaluator(epochs=4, lr=None)
+    jointly = ev.train_runs_many([one, mixed, other], *args)
+    for data, runs in zip([one, mixed, other], jointly, strict=True):
+        assert_same_runs(ev.train_runs(data, *args), runs)
+
+
+@pytest.mark.parametrize("report", [True, False])
+def test_the_last_iteration_is_evaluated_with_the_baseline(digits, tmp_path, report):
+    """At a distillation's last iteration the reporting callback leaves the set to the end of
+    fit, which trains it together with the random-real baseline (one call, two sets); without
+    the report the set is evaluated at the step, as every interval."""
+    cb = callback(every_n_steps=10, report=report)
+    calls: list[tuple[int, list[str]]] = []
+
+    def evaluate_many(sets, *args, **kwargs):
+        methods = [s.method if isinstance(s, SyntheticData) else s[0].method for s in sets]
+        calls.append((fake.global_step, methods))
+        return [EvalResult(m, ARCH, "short", 5, (0.5,)) for m in methods]
+
+    cb.evaluator.evaluate_many = evaluate_many
+    model = SimpleNamespace(
+        synthetic_data=lambda: random_real(digits),
+        datamodule=digits,
+        preprocess=digits.preprocess(),
+        num_classes=digits.num_classes,
+        image_shape=digits.image_shape,
+        device=torch.device("cpu"),
+        export=lambda tag: tmp_path / tag,
+        finished=False,
+    )
+    fake = SimpleNamespace(global_step=0, is_global_zero=True, fast_dev_run=False, loggers=[])
+    model.trainer = fake
+    for step in range(1, 21):
+        fake.global_step, model.finished = step, step == 20
+        cb.on_train_batch_end(fake, model, None, None, step)
+    cb.on_train_end(fake, model)
+    if report:
+        assert calls == [(10, ["random_real"]), (20, ["random_real", "random_real"])]
+        assert [r.method for r in cb.results] == ["random_real"] * 2 and cb.last_step == 20
+    else:
+        assert calls == [(10, ["random_real"]), (20, ["random_real"])]

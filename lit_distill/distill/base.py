@@ -313,7 +313,7 @@ class DistillationModule(DataTask):
         every = self.hparams.image_every
         if every and (step % every == 0 or step == 1):
             self.log_images(step)
-        if step >= self.hparams.iterations:
+        if self.finished:
             self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -321,9 +321,14 @@ class DistillationModule(DataTask):
         if self.logger is not None and self.logger.version is not None:
             checkpoint[LOGGER_VERSION] = self.logger.version
 
+    @property
+    def finished(self) -> bool:
+        """Whether every iteration has run (the end-of-fit evaluation comes next)."""
+        return int(self.iteration) >= self.hparams.iterations
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         # A resumed run restarts the tick range; stop once the counter says we are done.
-        return -1 if int(self.iteration) >= self.hparams.iterations else None
+        return -1 if self.finished else None
 
     def on_fit_end(self) -> None:
         if self.trainer.is_global_zero and not self.trainer.fast_dev_run:

@@ -118,28 +118,41 @@ class EvaluationCallback(L.Callback):
     ) -> None:
         # Interval crossings rather than step % N: a step may advance by more than one.
         step, every = trainer.global_step, self.every_n_steps
-        if step // every > self.last_step // every:
+        if step // every > self.last_step // every and not self._reporting_next(trainer, pl_module):
             self.evaluate(trainer, pl_module)
 
+    def _reporting_next(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """Whether this is the distillation's last iteration and the end of fit reports next:
+        the set is then evaluated there, its runs trained together with the baseline's."""
+        finished = getattr(pl_module, "finished", False)  # a distillation module's property
+        return self.report and not trainer.fast_dev_run and finished is True
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        report = self.report and not trainer.fast_dev_run
         # The set was evaluated at this very step already (the last interval ended here)?
         final = self.last_result if trainer.global_step == self.last_step else None
+        baseline = None
         if trainer.global_step > self.last_step:
-            final = self.evaluate(trainer, pl_module)
-        if self.report and not trainer.fast_dev_run:
+            final, baseline = self.evaluate(trainer, pl_module, with_baseline=report)
+        if report:
             with REPORT.phase("evaluation"):
-                self.report_final(pl_module, final)
+                self.report_final(pl_module, final, baseline)
 
-    def report_final(self, pl_module: L.LightningModule, final: EvalResult | None) -> None:
+    def report_final(
+        self,
+        pl_module: L.LightningModule,
+        final: EvalResult | None,
+        baseline: EvalResult | None = None,
+    ) -> None:
         """Print the final set's accuracy next to a random real subset of the same IPC (the
-        runs are shared between DDP ranks; rank 0 prints and logs)."""
-        data = pl_module.synthetic_data()
+        runs are shared between DDP ranks; rank 0 prints and logs). Either result is evaluated
+        here when not given."""
         if final is None:
-            final = self._evaluate(pl_module.trainer, pl_module, data, "final set")
-        real = pl_module.datamodule.train_set
-        runs = self.evaluator.num_runs
-        subset = random_real_baseline(real, data.ipc, data.zca, self.evaluator.seed, runs)
-        baseline = self._evaluate(pl_module.trainer, pl_module, subset, "random real subsets")
+            final = self._evaluate(pl_module.trainer, pl_module, [pl_module.synthetic_data()])[0]
+        if baseline is None:
+            baseline = self._evaluate(
+                pl_module.trainer, pl_module, [self._baseline(pl_module)], "random real subsets"
+            )[0]
         self.results = [final, baseline]
         if not pl_module.trainer.is_global_zero:
             return
@@ -151,48 +164,61 @@ class EvaluationCallback(L.Callback):
         title = "Accuracy on the real test split:"
         REPORT.table(format_results(self.results), title)
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> EvalResult | None:
-        """Evaluate the current set now, log, and export it if it is the best so far.
+    def _baseline(self, pl_module: L.LightningModule) -> list[SyntheticData]:
+        """The random real subsets the final set is reported next to (one per run)."""
+        data = pl_module.synthetic_data()
+        real = pl_module.datamodule.train_set
+        runs = self.evaluator.num_runs
+        return random_real_baseline(real, data.ipc, data.zca, self.evaluator.seed, runs)
+
+    def evaluate(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, with_baseline: bool = False
+    ) -> Any:
+        """Evaluate the current set now, log, and export it if it is the best so far; returns
+        its result (None during a ``fast_dev_run``), or with ``with_baseline`` the pair
+        (result, random-real baseline's result), their runs trained together.
 
         Under DDP every rank trains its share of the runs and gets every accuracy (the set is
         the same on all ranks), so the best-so-far state agrees; rank 0 logs and exports.
         """
         self.last_step = step = trainer.global_step
         if trainer.fast_dev_run:
-            return None
+            return (None, None) if with_baseline else None
+        sets: list = [pl_module.synthetic_data()]
+        if with_baseline:
+            sets.append(self._baseline(pl_module))
         with REPORT.phase("evaluation"):
-            result = self._evaluate(
-                trainer, pl_module, pl_module.synthetic_data(), f"iteration {step}"
-            )
-        self.last_result = result
+            what = f"iteration {step}" + (" and random real subsets" if with_baseline else "")
+            results = self._evaluate(trainer, pl_module, sets, what)
+        self.last_result = result = results[0]
         improved = result.mean > self.best_acc
         if improved:
             self.best_acc, self.best_step = result.mean, step
-        if not trainer.is_global_zero:
-            return result
-        metrics = {"eval/acc_mean": result.mean, "eval/acc_std": result.std}
-        metrics["eval/acc_best"] = self.best_acc
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=step)
-        best = 100 * self.best_acc
-        log.info("step %d: %s (best %.2f %% at step %d)", step, result, best, self.best_step)
-        if improved and self.export_best:
-            log.info("best synthetic set so far written to %s", pl_module.export("best"))
-        return result
+        if trainer.is_global_zero:
+            metrics = {"eval/acc_mean": result.mean, "eval/acc_std": result.std}
+            metrics["eval/acc_best"] = self.best_acc
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+            best = 100 * self.best_acc
+            log.info("step %d: %s (best %.2f %% at step %d)", step, result, best, self.best_step)
+            if improved and self.export_best:
+                log.info("best synthetic set so far written to %s", pl_module.export("best"))
+        return (result, results[1]) if with_baseline else result
 
     def _evaluate(
         self,
         trainer: L.Trainer,
         pl_module: L.LightningModule,
-        data: SyntheticData | list[SyntheticData],
-        what: str = "",
-    ) -> EvalResult:
+        sets: list[SyntheticData | list[SyntheticData]],
+        what: str = "final set",
+    ) -> list[EvalResult]:
+        """Evaluate every set of ``sets``, their runs trained together where they can be."""
         bar = progress_bar(trainer)
         self.evaluator.on_run = None if bar is None else partial(bar.evaluation, trainer, what)
         test = self._test_set(pl_module)
         module = pl_module  # the data facts of the run (those of every set evaluated here)
-        return self.evaluator.evaluate(
-            data, test, module.preprocess, module.num_classes, module.image_shape, module.device
+        return self.evaluator.evaluate_many(
+            sets, test, module.preprocess, module.num_classes, module.image_shape, module.device
         )
 
     def _test_set(self, pl_module: L.LightningModule) -> LabeledImages:

@@ -129,10 +129,30 @@ class SyntheticEvaluator:
         between the ranks (rank ``r`` trains runs ``r, r + W, ...``) and every rank gets all
         the accuracies: the result is the same as in one process.
         """
+        return self.evaluate_many([data], test, preprocess, num_classes, image_shape, device)[0]
+
+    def evaluate_many(
+        self,
+        datas: Sequence[SyntheticData | Sequence[SyntheticData]],
+        test: LabeledImages,
+        preprocess: nn.Module,
+        num_classes: int,
+        image_shape: Sequence[int],
+        device: torch.device | str = "cpu",
+    ) -> list[EvalResult]:
+        """:meth:`evaluate` of each of ``datas`` (e.g. a distilled set and its random-real
+        baseline), with the runs of all of them trained together where they can be (see
+        ``batching``): the results are each set's own, to float rounding."""
         mine = shared_runs(self.num_runs)
-        runs = self.train_runs(data, test, preprocess, num_classes, image_shape, device, mine)
-        accuracies = gather_by_run(list(zip(mine, (run.accuracy for run in runs), strict=True)))
-        return self.result(data, accuracies)
+        facts = (preprocess, num_classes, image_shape, device, mine)
+        trained = self.train_runs_many(datas, test, *facts)
+        return [
+            self.result(
+                data,
+                gather_by_run(list(zip(mine, (run.accuracy for run in runs), strict=True))),
+            )
+            for data, runs in zip(datas, trained, strict=True)
+        ]
 
     def result(
         self, data: SyntheticData | Sequence[SyntheticData], accuracies: Sequence[float]
@@ -160,44 +180,110 @@ class SyntheticEvaluator:
         ``select="last"``: the networks are then returned unmeasured (accuracy None), for a
         caller that measures them itself (the Lightning test loop).
         """
+        facts = (preprocess, num_classes, image_shape, device, runs)
+        return self.train_runs_many([data], test, *facts)[0]
+
+    def train_runs_many(
+        self,
+        datas: Sequence[SyntheticData | Sequence[SyntheticData]],
+        test: LabeledImages | None,
+        preprocess: nn.Module,
+        num_classes: int,
+        image_shape: Sequence[int],
+        device: torch.device | str = "cpu",
+        runs: Sequence[int] | None = None,
+    ) -> list[list[TrainedRun]]:
+        """:meth:`train_runs` of each of ``datas``; the runs of every set that can train
+        together do (one group as long as a step holds at most :data:`BATCH_IMAGES` images
+        with ``batching: auto``). Run ``r`` of each set is the network :meth:`train_runs` gives
+        (the same initialisation and draws: those of run ``r``)."""
         if test is None and self.protocol.select == "best":
             raise ValueError("select='best' measures checkpoints on the test split: pass test")
-        per_run = [data] * self.num_runs if isinstance(data, SyntheticData) else list(data)
-        if len(per_run) != self.num_runs:
-            raise ValueError(f"{len(per_run)} sets given for {self.num_runs} runs")
+        per_set = [self._per_run(data) for data in datas]
         device = torch.device(device)
         test = None if test is None else test.to(device)
         preprocess = copy.deepcopy(preprocess).to(device)
         mine = list(range(self.num_runs) if runs is None else runs)
-        sets = [tuple(t.to(device) for t in per_run[run].decoded()) for run in mine]
-        lrs = [self.protocol.learning_rate(per_run[run].lr) for run in mine]
-        best = [_BestCheckpoint(test, preprocess) for _ in mine]
-        keep = self.protocol.select == "best"
-        draws = [generator(self.seed, run, DRAW_STREAM) for run in mine]
+        jobs = [(k, run) for k in range(len(per_set)) for run in mine]  # (set, run)
+        sets = [tuple(t.to(device) for t in per_set[k][run].decoded()) for k, run in jobs]
+        lrs = [self.protocol.learning_rate(per_set[k][run].lr) for k, run in jobs]
+        best = [_BestCheckpoint(test, preprocess) for _ in jobs]
         facts = (num_classes, image_shape, device)
-        if self.batched(sets, lrs, facts):
-            nets = []
-            for run in mine:
-                with _isolated_rng(derive_seed(self.seed, run, INIT_STREAM), device):
-                    nets.append(self._network(*facts))
-            checkpoint = (lambda epoch, i, net: best[i](epoch, net)) if keep else None
-            with _isolated_rng(self.seed, device):  # the caller's random state stays as it was
-                train_together(nets, sets, self.protocol, preprocess, lrs[0], draws, checkpoint)
+        nets: list[nn.Module] = [None] * len(jobs)  # type: ignore[list-item]  # filled below
+        done = 0
+        for group in self._groups(jobs, sets, lrs, facts):
+            runs_of = [jobs[i][1] for i in group]
+            args = ([sets[i] for i in group], runs_of, lrs[group[0]], [best[i] for i in group])
+            for i, net in zip(group, self._train_group(*args, preprocess, facts), strict=True):
+                nets[i] = net
+            done += len(group)
             if self.on_run is not None:
-                self.on_run(len(mine), len(mine))
-        else:
-            nets = []
-            for i, run in enumerate(mine):
-                # Initialisation and training (dropout) draw from the run's own global stream.
-                with _isolated_rng(derive_seed(self.seed, run, INIT_STREAM), device):
-                    nets.append(self._network(*facts))
-                    train_on_synthetic(
-                        nets[-1], *sets[i], self.protocol, preprocess, lrs[i], draws[i],
-                        on_checkpoint=best[i] if keep else None,
-                    )  # fmt: skip
-                if self.on_run is not None:
-                    self.on_run(i + 1, len(mine))
-        return [self._selected(net, b, test, preprocess) for net, b in zip(nets, best, strict=True)]
+                self.on_run(done, len(jobs))
+        selected = [
+            self._selected(net, b, test, preprocess) for net, b in zip(nets, best, strict=True)
+        ]
+        return [selected[k * len(mine) : (k + 1) * len(mine)] for k in range(len(per_set))]
+
+    def _train_group(self, sets, runs, lr, best, preprocess, facts) -> list[nn.Module]:
+        """Train runs ``runs`` on ``sets`` (one each): together, or one alone."""
+        device = facts[2]
+        on_checkpoint = best if self.protocol.select == "best" else None
+        if len(runs) == 1:
+            # Initialisation and training (dropout) draw from the run's own global stream.
+            with _isolated_rng(derive_seed(self.seed, runs[0], INIT_STREAM), device):
+                net = self._network(*facts)
+                train_on_synthetic(
+                    net, *sets[0], self.protocol, preprocess, lr,
+                    generator(self.seed, runs[0], DRAW_STREAM),
+                    on_checkpoint=None if on_checkpoint is None else on_checkpoint[0],
+                )  # fmt: skip
+            return [net]
+        nets = []
+        for run in runs:
+            with _isolated_rng(derive_seed(self.seed, run, INIT_STREAM), device):
+                nets.append(self._network(*facts))
+        checkpoint = None
+        if on_checkpoint is not None:
+            checkpoint = lambda epoch, j, net: on_checkpoint[j](epoch, net)  # noqa: E731
+        draws = [generator(self.seed, run, DRAW_STREAM) for run in runs]
+        with _isolated_rng(self.seed, device):  # the caller's random state stays as it was
+            train_together(nets, sets, self.protocol, preprocess, lr, draws, checkpoint)
+        return nets
+
+    def _per_run(self, data: SyntheticData | Sequence[SyntheticData]) -> list[SyntheticData]:
+        """One set per run."""
+        per_run = [data] * self.num_runs if isinstance(data, SyntheticData) else list(data)
+        if len(per_run) != self.num_runs:
+            raise ValueError(f"{len(per_run)} sets given for {self.num_runs} runs")
+        return per_run
+
+    def _groups(self, jobs, sets, lrs, facts) -> list[list[int]]:
+        """The jobs (indices) trained together, in order; a group of one trains alone.
+
+        The runs of one set train together as :meth:`batched` decides; with ``batching`` on
+        or auto, runs of several sets join one group when their sets have one shape and one
+        learning rate, and (``auto``) as long as a step holds at most :data:`BATCH_IMAGES`
+        images.
+        """
+        by_set: dict[int, list[int]] = {}
+        for i, (k, _) in enumerate(jobs):
+            by_set.setdefault(k, []).append(i)
+        groups: list[list[int]] = []
+        for members in by_set.values():
+            if not self.batched([sets[i] for i in members], [lrs[i] for i in members], facts):
+                groups.extend([i] for i in members)
+                continue
+            key = (sets[members[0]][0].shape, lrs[members[0]])
+            joined = next((g for g in groups if len(g) > 1 and _key(g, sets, lrs) == key), None)
+            size = min(self.protocol.batch_size, sets[members[0]][0].shape[0])
+            room = self.batching == "on" or (
+                joined is not None and (len(joined) + len(members)) * size <= BATCH_IMAGES
+            )
+            if joined is not None and room:
+                joined.extend(members)
+            else:
+                groups.append(list(members))
+        return groups
 
     def batched(
         self, sets: Sequence[tuple[torch.Tensor, ...]], lrs: Sequence[float], facts
@@ -230,6 +316,11 @@ class SyntheticEvaluator:
             net.load_state_dict(best.state)
             return TrainedRun(net, best.accuracy)
         return TrainedRun(net, None if test is None else accuracy(net, test, preprocess))
+
+
+def _key(group: list[int], sets, lrs) -> tuple:
+    """What the jobs of a group share: their sets' shape and their learning rate."""
+    return sets[group[0]][0].shape, lrs[group[0]]
 
 
 class _BestCheckpoint:

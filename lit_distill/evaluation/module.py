@@ -161,24 +161,35 @@ class EvaluationModule(DataTask):
         device = self.trainer.strategy.root_device
         test = self.datamodule.test_set if self.evaluators[0].protocol.select == "best" else None
         bar = progress_bar(self.trainer)
-        for data in self._sets():
-            for evaluator in self.evaluators:
-                what = f"{evaluator.arch} on the {data[0].method} set"
-                if bar is not None:
-                    evaluator.on_run = partial(bar.evaluation, self.trainer, what)
-                else:
-                    log.info("training %d %s networks", evaluator.num_runs, what)
-                nets = self._train_shared(evaluator, data, test, device)
+        sets = self._sets()
+        trained = {}  # (set, evaluator) -> networks
+        for e, evaluator in enumerate(self.evaluators):
+            what = f"{evaluator.arch} on the " + " and ".join(f"{d[0].method} set" for d in sets)
+            if bar is not None:
+                evaluator.on_run = partial(bar.evaluation, self.trainer, what)
+            else:
+                log.info("training %d %s networks", evaluator.num_runs * len(sets), what)
+            for k, nets in enumerate(self._train_shared(evaluator, sets, test, device)):
+                trained[k, e] = nets
+        for k, data in enumerate(sets):
+            for e, evaluator in enumerate(self.evaluators):
                 self.entries.append((evaluator, data))
-                self.nets.append(nn.ModuleList(nets))
-                self.metrics.append(nn.ModuleList(self._accuracy_metric() for _ in nets))
+                self.nets.append(nn.ModuleList(trained[k, e]))
+                self.metrics.append(nn.ModuleList(self._accuracy_metric() for _ in trained[k, e]))
 
-    def _train_shared(self, evaluator, data, test, device) -> list[nn.Module]:
-        """Every run's network: under DDP each rank trains its share and the weights are
-        gathered, so that every rank measures all of them on its part of the test split."""
+    def _train_shared(self, evaluator, sets, test, device) -> list[list[nn.Module]]:
+        """Every run's network for each set (their runs trained together where they can be):
+        under DDP each rank trains its share and the weights are gathered, so that every rank
+        measures all of them on its part of the test split."""
         mine = shared_runs(evaluator.num_runs)
-        args = (data, test, self.preprocess, self.num_classes, self.image_shape, device, mine)
-        runs = evaluator.train_runs(*args)
+        args = (sets, test, self.preprocess, self.num_classes, self.image_shape, device, mine)
+        return [
+            self._gathered(evaluator, mine, runs, device)
+            for runs in evaluator.train_runs_many(*args)
+        ]
+
+    def _gathered(self, evaluator, mine, runs, device) -> list[nn.Module]:
+        """All ranks' networks of one set, from this rank's ``runs`` (of ``mine``)."""
         states = [{k: v.cpu() for k, v in run.net.state_dict().items()} for run in runs]
         nets = []
         for state in gather_by_run(list(zip(mine, states, strict=True))):
