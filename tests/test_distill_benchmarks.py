@@ -335,6 +335,15 @@ def test_expert_batching_benchmark_times_every_way():
     assert len(rows) == 1 and all(ms > 0 for ms in rows[0][2:5])
 
 
+def test_inference_layout_benchmark_times_both_layouts_and_reports_the_choice():
+    import inference_layout
+
+    argv = ["--sizes", "1x8", "3x64", "--images", "20", "--rounds", "1", "--allocator", "system"]
+    results = inference_layout.main(argv)
+    assert [r["chosen"] for r in results] == [False, True]  # own at 8 px, channels-last at 64
+    assert all(r["own"] > 0 and r["channels_last"] > 0 for r in results)
+
+
 def test_results_name_paths_relative_to_the_repository():
     from common import REPOSITORY, relative_paths
 

@@ -32,6 +32,7 @@ from lit_distill.evaluation import (
 )
 from lit_distill.evaluation.batched import grouped_forward, train_together
 from lit_distill.evaluation.evaluator import BASELINE_STREAM
+from lit_distill.evaluation.train import measured_channels_last
 from lit_distill.export import SyntheticData, save_synthetic
 from lit_distill.models import build_model
 from lit_distill.seeding import generator
@@ -299,9 +300,18 @@ def test_module_baseline_only(digits: DigitsDataModule) -> None:
     assert not torch.equal(subsets[0].images, subsets[1].images)
     ev = SyntheticEvaluator(ARCH, TINY, "short", num_runs=2, **FAST)
     assert result.accuracies == pytest.approx(evaluate(ev, digits, subsets).accuracies)
-    # On a CPU both measure channels-last networks (the faster layout there).
-    weight = model.nets[0][0].features[1].conv.weight
-    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    # Both measure digits-sized networks in their own layout (channels-last only pays on
+    # large images).
+    assert model.nets[0][0].features[1].conv.weight.is_contiguous()
+
+
+def test_channels_last_measuring_only_for_convolutions_on_large_images_on_a_cpu():
+    conv = build_model(ARCH, 10, (3, 64, 64), **TINY)
+    assert measured_channels_last(conv, torch.device("cpu"), (3, 64, 64))
+    assert not measured_channels_last(conv, torch.device("cpu"), (3, 32, 32))
+    assert not measured_channels_last(conv, torch.device("cuda"), (3, 64, 64))
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 64, 10))
+    assert not measured_channels_last(mlp, torch.device("cpu"), (3, 64, 64))
 
 
 def test_module_with_an_export(digits: DigitsDataModule, tmp_path: Path) -> None:

@@ -198,7 +198,7 @@ class EvaluationModule(DataTask):
             )
             net.load_state_dict(state)
             net.to(device)
-            if measured_channels_last(net, device):  # only measured from here on
+            if measured_channels_last(net, device, self.image_shape):  # measured only
                 net.to(memory_format=torch.channels_last)
             nets.append(net)
         return nets
@@ -222,7 +222,7 @@ class EvaluationModule(DataTask):
         layouts = {False: inputs}  # the batch in each layout the networks are measured in
         for nets, metrics in zip(self.nets, self.metrics, strict=True):
             for net, metric in zip(nets, metrics, strict=True):
-                cl = measured_channels_last(net, inputs.device)
+                cl = measured_channels_last(net, inputs.device, self.image_shape)
                 if cl not in layouts:
                     layouts[cl] = inputs.contiguous(memory_format=torch.channels_last)
                 metric.update(net(layouts[cl]), labels)
