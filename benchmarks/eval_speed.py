@@ -28,11 +28,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from common import (
     add_output_arguments,
     command_line,
     emit,
-    keep_memory,
     median,
     section,
     table,
@@ -40,9 +40,10 @@ from common import (
 from compare_methods import DATA_ARGS, DATASETS, model_args
 from distill_accuracy import SHARED_DATA, build_cli, cpu_threads
 
+from lit_distill.allocator import keep_freed_memory
 from lit_distill.evaluation import SyntheticEvaluator
 from lit_distill.evaluation.evaluator import random_real_baseline
-from lit_distill.evaluation.train import accuracy
+from lit_distill.evaluation.train import accuracy, measured_channels_last
 from lit_distill.export import SyntheticData
 from lit_distill.models import build_model
 from lit_distill.seeding import generator
@@ -77,8 +78,9 @@ def measure(evaluator, sets, facts, joint: bool) -> tuple[float, float, list[flo
 def testing_seconds(arch: str, kwargs: dict, facts, networks: int) -> dict[str, float]:
     """CPU seconds of measuring ``networks`` networks on the test split (either way the same:
     every run is measured alone), with fresh networks of the evaluated architecture: as the
-    evaluator measures them (``auto``: a channels-last copy on a CPU) and in their own layout,
-    alternated over three rounds, medians."""
+    evaluator measures them (``auto``: channels-last copies on a CPU from
+    ``CHANNELS_LAST_MIN_SIDE`` px a side) and in their own layout (``own``), alternated over
+    three rounds, medians; ``channels_last``: whether ``auto`` is the channels-last layout."""
     test, preprocess, num_classes, image_shape, device = facts
     test, preprocess = test.to(device), preprocess.to(device)
     nets = [
@@ -92,7 +94,8 @@ def testing_seconds(arch: str, kwargs: dict, facts, networks: int) -> dict[str, 
             for net in nets:
                 accuracy(net, test, preprocess, channels_last=layouts[name])
             seconds[name].append(time.process_time() - cpu)
-    return {name: median(values) for name, values in seconds.items()}
+    layout = measured_channels_last(nets[0], torch.device(device), image_shape)
+    return {**{name: median(values) for name, values in seconds.items()}, "channels_last": layout}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -111,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )  # fmt: skip
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    keep_memory(args.allocator == "app")
+    kept = args.allocator == "app" and keep_freed_memory()  # glibc only, as in lit-distill
     data_args = [a.format(root=args.data_root) for a in DATA_ARGS.get(args.dataset, ())]
     cli = build_cli(DATASETS[args.dataset]["tgdd"].at(1).config, data_args, Path("/tmp"), "cpu")
     dm = cli.datamodule
@@ -148,9 +151,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for way in ("auto", "joint")
         for a, b in zip(accuracies["off"], accuracies[way], strict=True)
     )
-    memory = (
-        "kept for reuse, as lit-distill runs" if args.allocator == "app" else "glibc's defaults"
-    )
+    memory = "kept for reuse (as lit-distill runs)" if kept else "the C library's defaults"
     body = table(["runs", "wall (s)", "CPU (s)", "speed-up (CPU)", "accuracy per run (%)"], rows)
     body += (
         f"\n\nAll together: {speedup['joint'][0]:.2f}x faster than one at a time in wall time, "
@@ -159,11 +160,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"least 2x). Largest accuracy difference from one at a time: {100 * same:.2f} points. "
         f"Evaluated: {args.runs} networks on one set of IPC {args.ipc} and {args.runs} on random "
         f"real subsets, {arch} {kwargs}, protocol {sides['auto'].protocol.name} "
-        f"({sides['auto'].protocol.epochs} epochs); host memory {memory} on every side. Of each "
+        f"({sides['auto'].protocol.epochs} epochs); host memory on every side: {memory}. Of each "
         f"side's CPU time, measuring the {2 * args.runs} networks on the {len(dm.test_set)} test "
-        f"images takes {testing['auto']:.2f} s (one network at a time every way; in the networks' "
-        f"own layout rather than the channels-last copies measured on a CPU: "
-        f"{testing['own']:.2f} s).\n"
+        f"images takes {testing['auto']:.2f} s as the evaluator measures them (one network at a "
+        f"time every way, {'channels-last' if testing['channels_last'] else 'in their own layout'}"
+        f"; {testing['own']:.2f} s in their own layout).\n"
     )
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     title = f"Evaluation time: runs one at a time vs together ({args.dataset}, IPC {args.ipc})"

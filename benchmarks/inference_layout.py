@@ -24,13 +24,13 @@ from common import (
     add_output_arguments,
     command_line,
     emit,
-    keep_memory,
     median,
     section,
     table,
 )
 from torch import nn
 
+from lit_distill.allocator import keep_freed_memory
 from lit_distill.data import LabeledImages
 from lit_distill.evaluation.train import CHANNELS_LAST_MIN_SIDE, accuracy, measured_channels_last
 from lit_distill.models import build_model
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     )  # fmt: skip
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    keep_memory(args.allocator == "app")
+    kept = args.allocator == "app" and keep_freed_memory()  # glibc only, as in lit-distill
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rows, results = [], []
@@ -88,12 +88,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         rows.append([f"{channels}x{side}x{side}", depth_for(side), count, 1000 * took["own"],
                      1000 * took["channels_last"], speedup,
                      "channels-last" if chosen else "own"])  # fmt: skip
+    memory = "kept for reuse (as lit-distill runs)" if kept else "as the C library sets it"
     right = sum(r["chosen"] == (r["speedup"] > 1) for r in results)
     body = table(
         ["images", "depth", "count", "own CPU (ms)", "channels-last CPU (ms)",
          "own / channels-last", "evaluator measures"], rows,
     ) + (
-        f"\n\nConvNet width {args.width}, 1 thread, medians of {args.rounds} alternated rounds. "
+        f"\n\nConvNet width {args.width}, 1 thread, medians of {args.rounds} alternated rounds; "
+        f"host memory {memory}. "
         f"The evaluator measures channels-last from {CHANNELS_LAST_MIN_SIDE} px a side; that "
         f"choice is the faster layout at {right} of {len(results)} sizes here.\n"
     )  # fmt: skip

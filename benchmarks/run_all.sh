@@ -65,7 +65,9 @@ for dataset in mnist cifar10; do
 done
 python benchmarks/fair_eval.py --part nas --dataset mnist --ipc 1 --methods tgdd,datm,dpd --out "$out"
 python benchmarks/fair_eval.py --part nas --dataset cifar10 --ipc 10 --methods tgdd,datm,dpd --out "$out"
-python benchmarks/eval_speed.py --out "$out"
+python benchmarks/eval_speed.py --rounds 9 --out "$out"
+python benchmarks/eval_speed.py --dataset mnist --ipc 1 --rounds 2 --out "$out"
+python benchmarks/inference_layout.py --out "$out"
 python benchmarks/expert_batching.py --out "$out"
 python benchmarks/distill_accuracy.py --out "$out"
 python benchmarks/unroll_memory.py --out "$out"

@@ -209,9 +209,10 @@ def accuracy(
         net.train(was_training)
 
 
-#: Smallest image side measured channels-last on a CPU. There, the channels-last forward of a
-#: ConvNet (width 32) took 0.64-0.74x the time at 64 and 128 px, about the same at 28-32 px
-#: (1.0-1.16x faster or, with 3 channels at 28 px, 2x slower) and twice the time at 8-26 px.
+#: Smallest image side measured channels-last on a CPU. There, measuring a ConvNet (width 32)
+#: channels-last took 0.63-0.73x the time at 64 and 128 px, 0.92-1.01x at 28-32 px (but twice
+#: the time with 3 channels at 28 px) and twice the time at 8-24 px
+#: (``benchmarks/inference_layout.py``).
 CHANNELS_LAST_MIN_SIDE = 64
 
 
