@@ -68,6 +68,7 @@ python benchmarks/fair_eval.py --part nas --dataset cifar10 --ipc 10 --methods t
 python benchmarks/eval_speed.py --rounds 9 --out "$out"
 python benchmarks/eval_speed.py --dataset mnist --ipc 1 --rounds 2 --out "$out"
 python benchmarks/inference_layout.py --out "$out"
+python benchmarks/eval_grouping.py --out "$out"
 python benchmarks/expert_batching.py --out "$out"
 python benchmarks/distill_accuracy.py --out "$out"
 python benchmarks/unroll_memory.py --out "$out"

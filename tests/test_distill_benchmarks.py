@@ -344,6 +344,16 @@ def test_inference_layout_benchmark_times_both_layouts_and_reports_the_choice():
     assert all(r["own"] > 0 and r["channels_last"] > 0 for r in results)
 
 
+@pytest.mark.slow
+def test_grouping_benchmark_times_both_ways_and_reports_the_choice():
+    import eval_grouping
+
+    argv = ["--configs", "digits:1", "--epochs", "1", "--rounds", "1", "--allocator", "system"]
+    (result,) = eval_grouping.main(argv)
+    assert result["pixels"] == 10 * 8 * 8 and result["auto"]  # digits IPC 1: together
+    assert result["off"] > 0 and result["together"] > 0
+
+
 def test_results_name_paths_relative_to_the_repository():
     from common import REPOSITORY, relative_paths
 

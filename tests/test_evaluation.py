@@ -675,3 +675,17 @@ def test_the_last_iteration_is_evaluated_with_the_baseline(digits, tmp_path, rep
         assert [r.method for r in cb.results] == ["random_real"] * 2 and cb.last_step == 20
     else:
         assert calls == [(10, ["random_real"]), (20, ["random_real"])]
+
+
+def test_auto_batching_on_a_cpu_only_where_a_step_is_small():
+    """On a CPU, runs whose steps hold many pixels (CIFAR-10 IPC 10) train one at a time under
+    ``auto`` (grouping measured slower there); small steps, another device, or ``on`` group."""
+    small = [(torch.zeros(10, 3, 32, 32), torch.zeros(10, dtype=torch.long))] * 3
+    large = [(torch.zeros(100, 3, 32, 32), torch.zeros(100, dtype=torch.long))] * 3
+    cpu, gpu = (10, (3, 32, 32), "cpu"), (10, (3, 32, 32), "cuda")
+    ev = evaluator(arch_kwargs={"width": 8}, batch_size=256)
+    assert ev.batched(small, [0.01] * 3, cpu)
+    assert not ev.batched(large, [0.01] * 3, cpu)
+    assert ev.batched(large, [0.01] * 3, gpu)
+    on = evaluator(arch_kwargs={"width": 8}, batch_size=256, batching="on")
+    assert on.batched(large, [0.01] * 3, cpu)
