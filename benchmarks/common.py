@@ -149,6 +149,22 @@ def rss_bytes(field: str) -> int | None:
     return None
 
 
+def add_allocator_argument(parser: argparse.ArgumentParser) -> None:
+    """``--allocator app|system``: host memory as ``lit-distill`` sets it, or the C library's."""
+    parser.add_argument(
+        "--allocator", choices=("app", "system"), default="app",
+        help="host memory: kept for reuse as lit-distill runs (app), or glibc's defaults",
+    )  # fmt: skip
+
+
+def set_host_memory(choice: str) -> str:
+    """In this process: keep freed host memory as ``lit-distill`` does for ``app`` (where the C
+    library allows it: glibc), else leave the C library's defaults; returns what took effect,
+    in words for a result."""
+    kept = choice == "app" and keep_freed_memory()
+    return "kept for reuse (as lit-distill runs)" if kept else "as the C library sets it"
+
+
 def keep_memory(kept: bool) -> bool:
     """In a worker process: keep freed host memory as ``lit-distill`` does when ``kept``
     (:func:`lit_distill.allocator.keep_freed_memory`), else glibc's defaults; raise when the

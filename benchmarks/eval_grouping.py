@@ -21,12 +21,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from common import add_output_arguments, command_line, emit, median, section, table
+from common import (
+    add_allocator_argument,
+    add_output_arguments,
+    command_line,
+    emit,
+    median,
+    section,
+    set_host_memory,
+    table,
+)
 from compare_methods import DATA_ARGS, DATASETS
 from distill_accuracy import SHARED_DATA, build_cli
 from eval_speed import evaluator_settings
 
-from lit_distill.allocator import keep_freed_memory
 from lit_distill.evaluation import SyntheticEvaluator
 from lit_distill.evaluation.evaluator import CPU_GROUP_PIXELS, random_real_baseline
 from lit_distill.export import SyntheticData
@@ -78,13 +86,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
-    parser.add_argument(
-        "--allocator", choices=("app", "system"), default="app",
-        help="host memory: kept for reuse as lit-distill runs (app), or glibc's defaults",
-    )  # fmt: skip
+    add_allocator_argument(parser)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    kept = args.allocator == "app" and keep_freed_memory()  # glibc only, as in lit-distill
+    memory = set_host_memory(args.allocator)
     torch.set_num_threads(1)
     results = []
     for config in args.configs:
@@ -96,7 +101,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         for r in results
     ]  # fmt: skip
     right = sum(r["auto"] == (r["off"] > r["together"]) for r in results)
-    memory = "kept for reuse (as lit-distill runs)" if kept else "as the C library sets it"
     body = table(
         ["dataset", "IPC", "network", "pixels per run-step", "one at a time CPU (s)",
          "together CPU (s)", "speed-up", "auto chooses"], rows,

@@ -30,17 +30,18 @@ from pathlib import Path
 
 import torch
 from common import (
+    add_allocator_argument,
     add_output_arguments,
     command_line,
     emit,
     median,
     section,
+    set_host_memory,
     table,
 )
 from compare_methods import DATA_ARGS, DATASETS, model_args
 from distill_accuracy import SHARED_DATA, build_cli, cpu_threads
 
-from lit_distill.allocator import keep_freed_memory
 from lit_distill.evaluation import SyntheticEvaluator
 from lit_distill.evaluation.evaluator import random_real_baseline
 from lit_distill.evaluation.train import accuracy, measured_channels_last
@@ -108,13 +109,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-root", type=Path, default=SHARED_DATA)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--allocator", choices=("app", "system"), default="app",
-        help="host memory: kept for reuse as lit-distill runs (app), or glibc's defaults",
-    )  # fmt: skip
+    add_allocator_argument(parser)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    kept = args.allocator == "app" and keep_freed_memory()  # glibc only, as in lit-distill
+    memory = set_host_memory(args.allocator)
     data_args = [a.format(root=args.data_root) for a in DATA_ARGS.get(args.dataset, ())]
     cli = build_cli(DATASETS[args.dataset]["tgdd"].at(1).config, data_args, Path("/tmp"), "cpu")
     dm = cli.datamodule
@@ -151,7 +149,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for way in ("auto", "joint")
         for a, b in zip(accuracies["off"], accuracies[way], strict=True)
     )
-    memory = "kept for reuse (as lit-distill runs)" if kept else "the C library's defaults"
     body = table(["runs", "wall (s)", "CPU (s)", "speed-up (CPU)", "accuracy per run (%)"], rows)
     body += (
         f"\n\nAll together: {speedup['joint'][0]:.2f}x faster than one at a time in wall time, "

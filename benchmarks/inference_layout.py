@@ -21,16 +21,17 @@ from collections.abc import Sequence
 
 import torch
 from common import (
+    add_allocator_argument,
     add_output_arguments,
     command_line,
     emit,
     median,
     section,
+    set_host_memory,
     table,
 )
 from torch import nn
 
-from lit_distill.allocator import keep_freed_memory
 from lit_distill.data import LabeledImages
 from lit_distill.evaluation.train import CHANNELS_LAST_MIN_SIDE, accuracy, measured_channels_last
 from lit_distill.models import build_model
@@ -64,13 +65,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     parser.add_argument("--images", type=int, default=2000, help="test images (at 128 px: 1/10)")
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--allocator", choices=("app", "system"), default="app",
-        help="host memory: kept for reuse as lit-distill runs (app), or glibc's defaults",
-    )  # fmt: skip
+    add_allocator_argument(parser)
     add_output_arguments(parser)
     args = parser.parse_args(argv)
-    kept = args.allocator == "app" and keep_freed_memory()  # glibc only, as in lit-distill
+    memory = set_host_memory(args.allocator)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     rows, results = [], []
@@ -88,7 +86,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         rows.append([f"{channels}x{side}x{side}", depth_for(side), count, 1000 * took["own"],
                      1000 * took["channels_last"], speedup,
                      "channels-last" if chosen else "own"])  # fmt: skip
-    memory = "kept for reuse (as lit-distill runs)" if kept else "as the C library sets it"
     right = sum(r["chosen"] == (r["speedup"] > 1) for r in results)
     body = table(
         ["images", "depth", "count", "own CPU (ms)", "channels-last CPU (ms)",

@@ -430,12 +430,8 @@ def test_callback_state_round_trip() -> None:
     assert callback(arch="convnet_bn").state_key != cb.state_key
 
 
-def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: Path) -> None:
-    cb = callback(every_n_steps=10, report=False)
-    means = iter([0.5, 0.4, 0.6, 0.7])
-    cb.evaluator.evaluate_many = lambda sets, *a, **k: [
-        EvalResult("fake", ARCH, "short", 5, (next(means),)) for _ in sets
-    ]
+def fake_module(digits: DigitsDataModule, tmp_path: Path, **extra: Any) -> SimpleNamespace:
+    """What the callback reads of a distillation module; ``exported`` lists the exports."""
     model = SimpleNamespace(
         synthetic_data=lambda: random_real(digits),
         datamodule=digits,
@@ -444,8 +440,19 @@ def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: 
         image_shape=digits.image_shape,
         device=torch.device("cpu"),
         exported=[],
+        **extra,
     )
     model.export = lambda tag: model.exported.append(tag) or tmp_path / tag
+    return model
+
+
+def test_callback_exports_only_improvements(digits: DigitsDataModule, tmp_path: Path) -> None:
+    cb = callback(every_n_steps=10, report=False)
+    means = iter([0.5, 0.4, 0.6, 0.7])
+    cb.evaluator.evaluate_many = lambda sets, *a, **k: [
+        EvalResult("fake", ARCH, "short", 5, (next(means),)) for _ in sets
+    ]
+    model = fake_module(digits, tmp_path)
     logged: list[tuple[dict, int]] = []
     logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append((metrics, step)))
     fake = SimpleNamespace(global_step=0, is_global_zero=True, fast_dev_run=False, loggers=[logger])
@@ -654,16 +661,7 @@ def test_the_last_iteration_is_evaluated_with_the_baseline(digits, tmp_path, rep
         return [EvalResult(m, ARCH, "short", 5, (0.5,)) for m in methods]
 
     cb.evaluator.evaluate_many = evaluate_many
-    model = SimpleNamespace(
-        synthetic_data=lambda: random_real(digits),
-        datamodule=digits,
-        preprocess=digits.preprocess(),
-        num_classes=digits.num_classes,
-        image_shape=digits.image_shape,
-        device=torch.device("cpu"),
-        export=lambda tag: tmp_path / tag,
-        finished=False,
-    )
+    model = fake_module(digits, tmp_path, finished=False)
     fake = SimpleNamespace(global_step=0, is_global_zero=True, fast_dev_run=False, loggers=[])
     model.trainer = fake
     for step in range(1, 21):
