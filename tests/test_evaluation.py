@@ -583,6 +583,25 @@ def test_batching_is_chosen_only_where_it_is_exact(digits):
 
 
 # ---------------------------------------------------------------------- several sets together
+def test_a_soft_label_set_and_a_hard_label_baseline_train_together(digits, monkeypatch):
+    """Sets of one shape and learning rate join one group whatever their labels."""
+    soft = replace(random_real(digits, ipc=2, seed=3), label_logits=torch.randn(20, 10))
+    baseline = [random_real(digits, ipc=2, seed=s) for s in range(3)]
+    facts = (digits.test_set, digits.preprocess(), digits.num_classes, digits.image_shape)
+    ev = evaluator(epochs=5)
+    alone = [ev.evaluate(d, *facts) for d in (soft, baseline)]
+    sizes = []
+    real_train_together = train_together
+    monkeypatch.setattr(
+        "lit_distill.evaluation.evaluator.train_together",
+        lambda nets, *a, **k: sizes.append(len(nets)) or real_train_together(nets, *a, **k),
+    )
+    together = ev.evaluate_many([soft, baseline], *facts)
+    assert sizes == [6]
+    for one, other in zip(alone, together, strict=True):
+        assert other.accuracies == pytest.approx(one.accuracies, abs=0.01)
+
+
 def test_sets_evaluated_together_give_each_sets_own_result(digits, monkeypatch):
     """A set and its per-run baseline, evaluated in one call: each result is the one
     ``evaluate`` gives for that set alone, and the six runs trained in one group."""
@@ -673,6 +692,12 @@ def test_the_last_iteration_is_evaluated_with_the_baseline(digits, tmp_path, rep
         assert [r.method for r in cb.results] == ["random_real"] * 2 and cb.last_step == 20
     else:
         assert calls == [(10, ["random_real"]), (20, ["random_real"])]
+    # A fit stopped between intervals (max_steps, a time limit): the end evaluates the set,
+    # with the baseline when reporting.
+    calls.clear()
+    fake.global_step, model.finished = 25, False
+    cb.on_train_end(fake, model)
+    assert calls == [(25, ["random_real"] * (2 if report else 1))] and cb.last_step == 25
 
 
 def test_auto_batching_on_a_cpu_only_where_a_step_is_small():

@@ -132,8 +132,10 @@ class EvaluationCallback(L.Callback):
         # The set was evaluated at this very step already (the last interval ended here)?
         final = self.last_result if trainer.global_step == self.last_step else None
         baseline = None
-        if trainer.global_step > self.last_step:
-            final, baseline = self.evaluate(trainer, pl_module, with_baseline=report)
+        if trainer.global_step > self.last_step and report:
+            final, baseline = self.evaluate(trainer, pl_module, with_baseline=True)
+        elif trainer.global_step > self.last_step:
+            final = self.evaluate(trainer, pl_module)
         if report:
             with REPORT.phase("evaluation"):
                 self.report_final(pl_module, final, baseline)
