@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -668,9 +669,9 @@ def test_networks_return_in_run_order_when_groups_interleave(digits):
 
 @pytest.mark.parametrize("report", [True, False])
 def test_the_last_iteration_is_evaluated_with_the_baseline(digits, tmp_path, report):
-    """At a distillation's last iteration the reporting callback leaves the set to the end of
-    fit, which trains it together with the random-real baseline (one call, two sets); without
-    the report the set is evaluated at the step, as every interval."""
+    """At a distillation's last iteration the reporting callback evaluates the set together
+    with the random-real baseline (one call, two sets) and the end of fit reports both without
+    another evaluation; without the report the set alone is evaluated, as at every interval."""
     cb = callback(every_n_steps=10, report=report)
     calls: list[tuple[int, list[str]]] = []
 
@@ -686,6 +687,8 @@ def test_the_last_iteration_is_evaluated_with_the_baseline(digits, tmp_path, rep
     for step in range(1, 21):
         fake.global_step, model.finished = step, step == 20
         cb.on_train_batch_end(fake, model, None, None, step)
+    # Evaluated at the step (before that step's checkpoint saves the callback's state).
+    assert calls[-1][0] == 20 and cb.last_step == 20
     cb.on_train_end(fake, model)
     if report:
         assert calls == [(10, ["random_real"]), (20, ["random_real", "random_real"])]
@@ -712,3 +715,33 @@ def test_auto_batching_on_a_cpu_only_where_a_step_is_small():
     assert ev.batched(large, [0.01] * 3, gpu)
     on = evaluator(arch_kwargs={"width": 8}, batch_size=256, batching="on")
     assert on.batched(large, [0.01] * 3, cpu)
+
+
+@pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader`")
+def test_the_checkpoint_of_the_last_iteration_holds_its_joint_evaluation(digits, tmp_path):
+    """In a real fit: the last iteration's evaluation trains the set with the baseline before
+    that step's checkpoint is written, which then holds it (a resume with more iterations
+    neither evaluates again at once nor forgets the last result)."""
+
+    class Finishing(FakeDistillation):
+        @property
+        def finished(self) -> bool:
+            return self.iteration >= 4
+
+    cb = callback(every_n_steps=2)
+    sizes: list[int] = []
+    evaluate_many = cb.evaluator.evaluate_many
+    cb.evaluator.evaluate_many = lambda sets, *a, **k: (
+        sizes.append(len(sets)) or evaluate_many(sets, *a, **k)
+    )
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True)
+    fit = L.Trainer(
+        accelerator="cpu", max_steps=4, logger=False, callbacks=[cb, checkpoint],
+        enable_progress_bar=False, limit_val_batches=0,
+    )  # fmt: skip
+    fit.fit(Finishing(digits, tmp_path), datamodule=digits)
+    assert sizes == [1, 2]  # step 2: the set; step 4: the set and the baseline, once
+    assert [r.method for r in cb.results] == ["fake", "random_real"]
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    assert saved[cb.state_key]["last_step"] == 4
+    assert saved[cb.state_key]["best_acc"] == pytest.approx(cb.best_acc)

@@ -94,6 +94,7 @@ class EvaluationCallback(L.Callback):
         self.best_step = -1
         self.last_step = 0  # global step of the latest evaluation (0: none)
         self.last_result: EvalResult | None = None  # of the set at last_step
+        self.last_baseline: EvalResult | None = None  # of the baseline at last_step, if evaluated
         self._test: LabeledImages | None = None
 
     @property
@@ -118,12 +119,19 @@ class EvaluationCallback(L.Callback):
     ) -> None:
         # Interval crossings rather than step % N: a step may advance by more than one.
         step, every = trainer.global_step, self.every_n_steps
-        if step // every > self.last_step // every and not self._reporting_next(trainer, pl_module):
+        if step // every <= self.last_step // every:
+            return
+        if self._reporting_next(trainer, pl_module):  # the set's runs with the baseline's
+            self.last_result, self.last_baseline = self.evaluate(
+                trainer, pl_module, with_baseline=True
+            )
+        else:
             self.evaluate(trainer, pl_module)
 
     def _reporting_next(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
         """Whether this is the distillation's last iteration and the end of fit reports next:
-        the set is then evaluated there, its runs trained together with the baseline's."""
+        the set is then evaluated with the baseline, their runs trained together (here, so
+        that the checkpoint of this step holds the evaluation, as at every interval)."""
         finished = getattr(pl_module, "finished", False)  # a distillation module's property
         return self.report and not trainer.fast_dev_run and finished is True
 
@@ -131,7 +139,8 @@ class EvaluationCallback(L.Callback):
         report = self.report and not trainer.fast_dev_run
         # The set was evaluated at this very step already (the last interval ended here)?
         final = self.last_result if trainer.global_step == self.last_step else None
-        baseline = None
+        baseline = self.last_baseline if final is not None else None
+        self.last_baseline = None
         if trainer.global_step > self.last_step and report:
             final, baseline = self.evaluate(trainer, pl_module, with_baseline=True)
         elif trainer.global_step > self.last_step:
