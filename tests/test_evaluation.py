@@ -279,7 +279,12 @@ def trainer(**kwargs: Any) -> L.Trainer:
     return L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, **kwargs)
 
 
-def test_module_baseline_only(digits: DigitsDataModule) -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_module_baseline_only(digits: DigitsDataModule, channels_last, monkeypatch) -> None:
+    if channels_last:  # as on large images: measured in the channels-last layout
+        monkeypatch.setattr(
+            "lit_distill.evaluation.module.measured_channels_last", lambda *args: True
+        )
     model = module(digits, ipc=5)
     (metrics,) = trainer().test(model, datamodule=digits)
     (result,) = model.results
@@ -301,9 +306,11 @@ def test_module_baseline_only(digits: DigitsDataModule) -> None:
     assert not torch.equal(subsets[0].images, subsets[1].images)
     ev = SyntheticEvaluator(ARCH, TINY, "short", num_runs=2, **FAST)
     assert result.accuracies == pytest.approx(evaluate(ev, digits, subsets).accuracies)
-    # Both measure digits-sized networks in their own layout (channels-last only pays on
-    # large images).
-    assert model.nets[0][0].features[1].conv.weight.is_contiguous()
+    # Digits-sized networks are measured in their own layout (channels-last pays only on
+    # large images); either way the accuracies are the evaluator's.
+    weight = model.nets[0][0].features[1].conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert model.layouts == [[channels_last] * 2]
 
 
 def test_channels_last_measuring_only_for_convolutions_on_large_images_on_a_cpu():

@@ -117,6 +117,7 @@ class EvaluationModule(DataTask):
         self.ipc = self._baseline_ipc(ipc)
         self.nets = nn.ModuleList()  # per (set, arch): the num_runs trained networks
         self.metrics = nn.ModuleList()  # per (set, arch): one accuracy metric per network
+        self.layouts: list[list[bool]] = []  # per (set, arch): each network channels-last?
         self.entries: list[tuple[SyntheticEvaluator, list[SyntheticData]]] = []
         self.results: list[EvalResult] = []
 
@@ -175,6 +176,8 @@ class EvaluationModule(DataTask):
             for e, evaluator in enumerate(self.evaluators):
                 self.entries.append((evaluator, data))
                 self.nets.append(nn.ModuleList(trained[k, e]))
+                cls = [measured_channels_last(n, device, self.image_shape) for n in trained[k, e]]
+                self.layouts.append(cls)  # as _gathered converted them
                 self.metrics.append(nn.ModuleList(self._accuracy_metric() for _ in trained[k, e]))
 
     def _train_shared(self, evaluator, sets, test, device) -> list[list[nn.Module]]:
@@ -220,9 +223,8 @@ class EvaluationModule(DataTask):
         images, labels = batch
         inputs = self.preprocess(images)
         layouts = {False: inputs}  # the batch in each layout the networks are measured in
-        for nets, metrics in zip(self.nets, self.metrics, strict=True):
-            for net, metric in zip(nets, metrics, strict=True):
-                cl = measured_channels_last(net, inputs.device, self.image_shape)
+        for nets, metrics, cls in zip(self.nets, self.metrics, self.layouts, strict=True):
+            for net, metric, cl in zip(nets, metrics, cls, strict=True):
                 if cl not in layouts:
                     layouts[cl] = inputs.contiguous(memory_format=torch.channels_last)
                 metric.update(net(layouts[cl]), labels)
