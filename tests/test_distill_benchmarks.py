@@ -351,6 +351,7 @@ def test_grouping_benchmark_times_both_ways_and_reports_the_choice():
     argv = ["--configs", "digits:1", "--epochs", "1", "--rounds", "1", "--allocator", "system"]
     (result,) = eval_grouping.main(argv)
     assert result["pixels"] == 10 * 8 * 8 and result["auto"]  # digits IPC 1: together
+    assert result["work"] == 10 * 8 * 8 * 32  # x the ConvNet's width
     assert result["off"] > 0 and result["together"] > 0
 
 

@@ -26,12 +26,13 @@ Batching = Literal["auto", "on", "off"]
 #: images (memory: R copies of a small network's activations).
 BATCH_IMAGES = 4096
 #: On a CPU, ``batching: auto`` trains runs together only when one run's step holds at most this
-#: many pixels (images x height x width). Training a set's and its baseline's runs together
-#: was 1.3-1.8x faster than one at a time up to 10,240 pixels a step (digits, MNIST and
-#: CIFAR-10 IPC 1), 1.03x at MNIST IPC 10 (78,400) and 0.86x at CIFAR-10 IPC 10 (102,400),
-#: where a step is mostly convolution work that grouping does not reduce
-#: (``benchmarks/eval_grouping.py``).
-CPU_GROUP_PIXELS = 1 << 16
+#: much work: images x height x width x the first convolution's output channels (a ConvNet's
+#: width). Training a set's and its baseline's runs together (ConvNet width 32) was 1.2-1.8x
+#: faster than one at a time up to 10,240 pixels a step (digits, MNIST and CIFAR-10 IPC 1),
+#: 0.97x at MNIST IPC 10 (78,400) and 0.90x at CIFAR-10 IPC 10 (102,400); at width 128, 1.05x
+#: at CIFAR-10 IPC 1 and 0.98x at IPC 3: where a step is mostly convolution work, grouping
+#: does not reduce it (``benchmarks/eval_grouping.py``).
+CPU_GROUP_WORK = 65_536 * 32
 
 # Keys of the two random streams of a run (network initialisation, every training draw) and
 # of the stream that picks the random-real baseline subset.
@@ -94,7 +95,7 @@ class SyntheticEvaluator:
             (grouped convolutions, or vmapped; :mod:`lit_distill.evaluation.batched`)
             (``on``), one at a time (``off``), or together when the network allows it (no
             BatchNorm or dropout) and a step holds at most :data:`BATCH_IMAGES` images (on a CPU,
-            also only where a run's step holds at most :data:`CPU_GROUP_PIXELS` pixels)
+            also only where a run's step is small: :data:`CPU_GROUP_WORK`)
             (``auto``). The results are the same to float rounding.
         **overrides: protocol fields to change (``epochs=50``); ``None`` values are ignored.
     """
@@ -311,8 +312,7 @@ class SyntheticEvaluator:
             return True
         per_run = min(self.protocol.batch_size, sets[0][0].shape[0])
         if torch.device(facts[2]).type == "cpu":
-            height, width = sets[0][0].shape[-2:]
-            possible = possible and per_run * height * width <= CPU_GROUP_PIXELS
+            possible = possible and step_work(net, per_run, sets[0][0].shape) <= CPU_GROUP_WORK
         return possible and len(sets) * per_run <= BATCH_IMAGES
 
     def _network(self, num_classes: int, image_shape: Sequence[int], device) -> nn.Module:
@@ -327,6 +327,15 @@ class SyntheticEvaluator:
             net.load_state_dict(best.state)
             return TrainedRun(net, best.accuracy)
         return TrainedRun(net, None if test is None else accuracy(net, test, preprocess))
+
+
+def step_work(net: nn.Module, images: int, shape: Sequence[int]) -> int:
+    """The size of one run's training step that :data:`CPU_GROUP_WORK` bounds: ``images`` of
+    ``shape``'s height and width times ``net``'s first convolution's output channels (1
+    without one)."""
+    conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = 1 if conv is None else conv.out_channels
+    return images * shape[-2] * shape[-1] * channels
 
 
 def _key(group: list[int], sets, lrs) -> tuple:
