@@ -122,9 +122,7 @@ class EvaluationCallback(L.Callback):
         if step // every <= self.last_step // every:
             return
         if self._reporting_next(trainer, pl_module):  # the set's runs with the baseline's
-            self.last_result, self.last_baseline = self.evaluate(
-                trainer, pl_module, with_baseline=True
-            )
+            _, self.last_baseline = self.evaluate(trainer, pl_module, with_baseline=True)
         else:
             self.evaluate(trainer, pl_module)
 

@@ -282,7 +282,7 @@ class SyntheticEvaluator:
             if not self.batched([sets[i] for i in members], [lrs[i] for i in members], facts):
                 groups.extend([i] for i in members)
                 continue
-            key = (sets[members[0]][0].shape, lrs[members[0]])
+            key = _key(members, sets, lrs)
             joined = next((g for g in groups if len(g) > 1 and _key(g, sets, lrs) == key), None)
             size = min(self.protocol.batch_size, sets[members[0]][0].shape[0])
             room = self.batching == "on" or (

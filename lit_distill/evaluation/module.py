@@ -177,7 +177,10 @@ class EvaluationModule(DataTask):
                 self.entries.append((evaluator, data))
                 self.nets.append(nn.ModuleList(trained[k, e]))
                 cls = [measured_channels_last(n, device, self.image_shape) for n in trained[k, e]]
-                self.layouts.append(cls)  # as _gathered converted them
+                for net, cl in zip(trained[k, e], cls, strict=True):
+                    if cl:  # only measured from here on
+                        net.to(memory_format=torch.channels_last)
+                self.layouts.append(cls)
                 self.metrics.append(nn.ModuleList(self._accuracy_metric() for _ in trained[k, e]))
 
     def _train_shared(self, evaluator, sets, test, device) -> list[list[nn.Module]]:
@@ -200,10 +203,7 @@ class EvaluationModule(DataTask):
                 evaluator.arch, self.num_classes, self.image_shape, **evaluator.arch_kwargs
             )
             net.load_state_dict(state)
-            net.to(device)
-            if measured_channels_last(net, device, self.image_shape):  # measured only
-                net.to(memory_format=torch.channels_last)
-            nets.append(net)
+            nets.append(net.to(device))
         return nets
 
     def _sets(self) -> list[list[SyntheticData]]:
