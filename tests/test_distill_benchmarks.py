@@ -355,6 +355,15 @@ def test_grouping_benchmark_times_both_ways_and_reports_the_choice():
     assert result["off"] > 0 and result["together"] > 0
 
 
+def test_first_convolution_benchmark_times_both_ways_and_reports_the_choice():
+    import eval_conv
+
+    argv = ["--configs", "3x4x1x8:8:3", "2x50x3x32:8", "--repeats", "1", "--rounds", "1"]
+    small, large = eval_conv.main([*argv, "--allocator", "system"])
+    assert small["used"] and not large["used"]  # one channel: patches; 51,200 px a run: grouped
+    assert min(small["grouped"], small["unfold"], large["grouped"], large["unfold"]) > 0
+
+
 def test_results_name_paths_relative_to_the_repository():
     from common import REPOSITORY, relative_paths
 

@@ -31,7 +31,12 @@ from lit_distill.evaluation import (
     resolve_protocol,
     train_on_synthetic,
 )
-from lit_distill.evaluation.batched import grouped_forward, train_together
+from lit_distill.evaluation.batched import (
+    _unfold_pays,
+    _unfolded_conv,
+    grouped_forward,
+    train_together,
+)
 from lit_distill.evaluation.evaluator import BASELINE_STREAM
 from lit_distill.evaluation.train import measured_channels_last
 from lit_distill.export import SyntheticData, save_synthetic
@@ -554,6 +559,22 @@ def test_the_grouped_forward_is_each_networks_forward(arch, kwargs, shape):
     with torch.no_grad():
         expected = torch.stack([net(images) for net, images in zip(nets, x, strict=True)])
         torch.testing.assert_close(forward(stacked, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_first_convolution_is_computed_from_patches_only_where_it_pays():
+    conv = torch.nn.Conv2d(1, 8, 3, padding=3)
+    images = torch.rand(10, 3 * 1, 8, 8)  # 3 runs of 10 one-channel images
+    assert _unfold_pays(conv, images)
+    assert not _unfold_pays(conv, images.clone().requires_grad_(True))  # a later layer's input
+    colour = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert _unfold_pays(colour, torch.rand(10, 3 * 3, 32, 32))  # 10 x 1,024 px per run
+    assert not _unfold_pays(colour, torch.rand(50, 3 * 3, 32, 32))  # 51,200 px per run
+    weight, bias = torch.randn(3, 8, 1, 3, 3), torch.randn(3, 8)
+    torch.testing.assert_close(
+        _unfolded_conv(images, conv, weight, bias),
+        F.conv2d(images, weight.flatten(0, 1), bias.flatten(), padding=3, groups=3),
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
 
 
 def test_only_plain_convolutional_networks_are_grouped():

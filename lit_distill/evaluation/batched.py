@@ -58,6 +58,10 @@ _PER_CHANNEL = (
 #: becomes the faster of the two (forward and backward, one thread).
 _HALVES_MAX = 1 << 22
 
+#: Pixels of a run's batch (images x height x width) up to which the first convolution of
+#: images of several channels is computed from patches on a CPU (see :func:`_unfold_pays`).
+_PATCHES_MAX = 1 << 14
+
 #: ``forward(stacked parameters, inputs (R, B, C, H, W)) -> logits (R, B, classes)``.
 StackedForward = Callable[[dict[str, Tensor], Tensor], Tensor]
 
@@ -129,11 +133,14 @@ def grouped_forward(net: nn.Module) -> StackedForward | None:
         h = x.transpose(0, 1).reshape(batch, runs * x.shape[2], *x.shape[3:])
         for i, block in enumerate(blocks):
             conv, prefix = block.conv, f"features.{i}."
-            bias = params.get(prefix + "conv.bias")
-            h = F.conv2d(
-                h, params[prefix + "conv.weight"].flatten(0, 1), _flat(bias), conv.stride,
-                conv.padding, conv.dilation, groups=runs,
-            )  # fmt: skip
+            weight, bias = params[prefix + "conv.weight"], params.get(prefix + "conv.bias")
+            if _unfold_pays(conv, h):
+                h = _unfolded_conv(h, conv, weight, bias)
+            else:
+                h = F.conv2d(
+                    h, weight.flatten(0, 1), _flat(bias), conv.stride, conv.padding,
+                    conv.dilation, groups=runs,
+                )  # fmt: skip
             if isinstance(block.norm, nn.GroupNorm):
                 weight, bias = params.get(prefix + "norm.weight"), params.get(prefix + "norm.bias")
                 h = F.group_norm(
@@ -146,6 +153,36 @@ def grouped_forward(net: nn.Module) -> StackedForward | None:
         return logits if bias is None else logits + bias.unsqueeze(1)
 
     return forward
+
+
+def _unfold_pays(conv: nn.Conv2d, h: Tensor) -> bool:
+    """Whether :func:`_unfolded_conv` computes this grouped convolution of ``h``: on a CPU, for
+    an input that needs no gradient (the first layer's images), of one channel per run or of at
+    most :data:`_PATCHES_MAX` pixels per run's batch, where ``benchmarks/eval_conv.py`` measured
+    it faster than the grouped convolution, forward and backward."""
+    if h.device.type != "cpu" or h.requires_grad or not isinstance(conv.padding, tuple):
+        return False
+    return conv.in_channels == 1 or h.shape[0] * h.shape[-2] * h.shape[-1] <= _PATCHES_MAX
+
+
+def _unfolded_conv(h: Tensor, conv: nn.Conv2d, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The grouped convolution of ``h`` (B, R*C, H, W) by the stacked ``weight`` (R, O, C, k, k)
+    as one broadcast matrix product with the image patches (``unfold``): a grouped convolution
+    of few input channels is a poor fit for the CPU's convolution kernels."""
+    runs, out_channels = weight.shape[:2]
+    kernel = weight.shape[-2:]
+    patches = F.unfold(h, kernel, conv.dilation, conv.padding, conv.stride)  # (B, R*C*k*k, L)
+    height, width = (
+        (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        for size, pad, dil, k, stride in zip(
+            h.shape[-2:], conv.padding, conv.dilation, kernel, conv.stride, strict=True
+        )
+    )
+    patches = patches.view(h.shape[0], runs, -1, height * width)
+    out = weight.flatten(2).unsqueeze(0) @ patches  # (B, R, O, L)
+    if bias is not None:
+        out = out + bias.view(1, runs, out_channels, 1)
+    return out.view(h.shape[0], runs * out_channels, height, width)
 
 
 def _flat(param: Tensor | None) -> Tensor | None:
