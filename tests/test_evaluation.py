@@ -732,9 +732,9 @@ def test_the_last_iteration_is_evaluated_with_the_baseline(digits, tmp_path, rep
 
 
 def test_auto_batching_on_a_cpu_only_where_a_step_is_small():
-    """On a CPU, runs whose steps hold much work (CIFAR-10 IPC 10; IPC 3 at width 128) train one
-    at a time under ``auto`` (grouping measured slower there); small steps, another device, or
-    ``on`` group."""
+    """On a CPU, runs whose steps hold much work (CIFAR-10 IPC 10; IPC 1 and 3 at width 128)
+    train one at a time under ``auto`` (grouping measured no faster there); small steps, another
+    device, or ``on`` group."""
     small = [(torch.zeros(10, 3, 32, 32), torch.zeros(10, dtype=torch.long))] * 3
     large = [(torch.zeros(100, 3, 32, 32), torch.zeros(100, dtype=torch.long))] * 3
     cpu, gpu = (10, (3, 32, 32), "cpu"), (10, (3, 32, 32), "cuda")
@@ -748,6 +748,8 @@ def test_auto_batching_on_a_cpu_only_where_a_step_is_small():
     mid = [(torch.zeros(30, 3, 32, 32), torch.zeros(30, dtype=torch.long))] * 3
     assert evaluator(arch_kwargs={"width": 32}, batch_size=256).batched(mid, [0.01] * 3, cpu)
     assert not evaluator(arch_kwargs={"width": 128}, batch_size=256).batched(mid, [0.01] * 3, cpu)
+    # CIFAR-10 IPC 1 at width 128: 10 x 1,024 px x 128 channels, about even either way.
+    assert not evaluator(arch_kwargs={"width": 128}, batch_size=256).batched(small, [0.01] * 3, cpu)
 
 
 @pytest.mark.filterwarnings("ignore:You passed in a `val_dataloader`")

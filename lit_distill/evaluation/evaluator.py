@@ -27,12 +27,12 @@ Batching = Literal["auto", "on", "off"]
 BATCH_IMAGES = 4096
 #: On a CPU, ``batching: auto`` trains runs together only when one run's step holds at most this
 #: much work: images x height x width x the first convolution's output channels (a ConvNet's
-#: width). Training a set's and its baseline's runs together (ConvNet width 32) was 1.2-1.8x
-#: faster than one at a time up to 10,240 pixels a step (digits, MNIST and CIFAR-10 IPC 1),
-#: 0.97x at MNIST IPC 10 (78,400) and 0.90x at CIFAR-10 IPC 10 (102,400); at width 128, 1.05x
-#: at CIFAR-10 IPC 1 and 0.98x at IPC 3: where a step is mostly convolution work, grouping
-#: does not reduce it (``benchmarks/eval_grouping.py``).
-CPU_GROUP_WORK = 65_536 * 32
+#: width). Training a set's and its baseline's runs together was 1.2-2.6x faster than one at a
+#: time up to 327,680 of work (digits, MNIST and CIFAR-10 IPC 1 at width 32, digits at width
+#: 128) and from 0.85x to 1.04x from 1,310,720 up (CIFAR-10 IPC 1 and 3 at width 128, MNIST and
+#: CIFAR-10 IPC 10 at width 32): where a step is mostly convolution work, grouping does not
+#: reduce it (``benchmarks/eval_grouping.py``).
+CPU_GROUP_WORK = 32_768 * 32
 
 # Keys of the two random streams of a run (network initialisation, every training draw) and
 # of the stream that picks the random-real baseline subset.
