@@ -29,7 +29,7 @@ BATCH_IMAGES = 4096
 #: much work: images x height x width x the first convolution's output channels (a ConvNet's
 #: width). Training a set's and its baseline's runs together was 1.2-2.6x faster than one at a
 #: time up to 327,680 of work (digits, MNIST and CIFAR-10 IPC 1 at width 32, digits at width
-#: 128) and from 0.85x to 1.04x from 1,310,720 up (CIFAR-10 IPC 1 and 3 at width 128, MNIST and
+#: 128) and from 0.72x to 1.04x from 1,310,720 up (CIFAR-10 IPC 1 and 3 at width 128, MNIST and
 #: CIFAR-10 IPC 10 at width 32): where a step is mostly convolution work, grouping does not
 #: reduce it (``benchmarks/eval_grouping.py``).
 CPU_GROUP_WORK = 32_768 * 32
