@@ -9,8 +9,9 @@ weight decay act element by element, so this is R independent optimisers with on
 The forward of all runs is, for the plain convolutional networks (ConvNet, VGG-11, AlexNet:
 blocks of conv, GroupNorm or none, activation and pooling, then one Linear), a single *grouped*
 network: run r's images are channels ``r*C .. (r+1)*C - 1`` of one batch, every convolution has
-``groups=R``, GroupNorm has R times the groups, and the classifiers are one batched matrix
-product (:func:`grouped_forward`). Any other network is vmapped (``torch.func.vmap`` of
+``groups=R`` (on a CPU the first may be computed from the image patches instead,
+:func:`_unfold_pays`), GroupNorm has R times the groups, and the classifiers are one batched
+matrix product (:func:`grouped_forward`). Any other network is vmapped (``torch.func.vmap`` of
 ``functional_call``), which costs more per step on a CPU. Each run keeps its own seed: its
 initialisation, minibatch order, DSA and CutMix draws come from its own generator, in the order
 :func:`lit_distill.evaluation.train.train_on_synthetic` draws them, and the DSA of all runs is
