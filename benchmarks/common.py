@@ -137,6 +137,20 @@ def emit(text: str, out: Path | None) -> None:
         print(f"(appended to {out})")
 
 
+def publish(
+    title: str,
+    script: str,
+    argv: Sequence[str] | None,
+    args: argparse.Namespace,
+    body: str,
+    device: str = "cpu",
+) -> None:
+    """:func:`emit` a benchmark's section: its command line, every argument but ``--out`` as its
+    settings, and ``body``; to ``args.out`` when given."""
+    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    emit(section(title, command_line(script, argv), device, settings, body), args.out)
+
+
 def rss_bytes(field: str) -> int | None:
     """``VmRSS`` / ``VmHWM`` of this process from ``/proc/self/status`` (None elsewhere)."""
     try:

@@ -25,10 +25,8 @@ import torch.nn.functional as F
 from common import (
     add_allocator_argument,
     add_output_arguments,
-    command_line,
-    emit,
     median,
-    section,
+    publish,
     set_host_memory,
     table,
 )
@@ -108,9 +106,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         f"{memory}. The grouped network's choice is the faster way at {right} of {len(results)} "
         f"sizes here.\n"
     )  # fmt: skip
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
     title = "Runs trained together on the CPU: the first convolution, grouped vs patches"
-    emit(section(title, command_line(__file__, argv), "cpu", settings, body), args.out)
+    publish(title, __file__, argv, args, body)
     return results
 
 

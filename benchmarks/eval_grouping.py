@@ -25,10 +25,8 @@ import torch
 from common import (
     add_allocator_argument,
     add_output_arguments,
-    command_line,
-    emit,
     median,
-    section,
+    publish,
     set_host_memory,
     table,
 )
@@ -120,9 +118,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         f"channels. On a CPU `batching: auto` trains runs together up to {CPU_GROUP_WORK:,} "
         f"of work per run-step: the faster way at {right} of {len(results)} sizes here.\n"
     )  # fmt: skip
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
     title = "Evaluation on the CPU: where training the runs together pays"
-    emit(section(title, command_line(__file__, argv), "cpu", settings, body), args.out)
+    publish(title, __file__, argv, args, body)
     return results
 
 

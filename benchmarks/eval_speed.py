@@ -32,10 +32,8 @@ import torch
 from common import (
     add_allocator_argument,
     add_output_arguments,
-    command_line,
-    emit,
     median,
-    section,
+    publish,
     set_host_memory,
     table,
 )
@@ -163,9 +161,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         f"time every way, {'channels-last' if testing['channels_last'] else 'in their own layout'}"
         f"; {testing['own']:.2f} s in their own layout).\n"
     )
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
     title = f"Evaluation time: runs one at a time vs together ({args.dataset}, IPC {args.ipc})"
-    emit(section(title, command_line(__file__, argv), args.device, settings, body), args.out)
+    publish(title, __file__, argv, args, body, args.device)
     return {"median": med, "speedup": speedup, "difference": same, "testing": testing}
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from common import add_output_arguments, command_line, emit, median, section, table
+from common import add_output_arguments, median, publish, table
 from torch.func import functional_call, vmap
 
 from lit_distill.evaluation.batched import grouped_forward
@@ -117,9 +117,8 @@ def main(argv: Sequence[str] | None = None) -> list:
         f"medians over {args.rounds} alternated rounds of {args.steps} steps. Best CPU speed-up "
         f"of training together: {best:.2f}x.\n"
     )
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
     title = "Experts: training several together (vmapped or grouped) vs one at a time"
-    emit(section(title, command_line(__file__, argv), args.device, settings, body), args.out)
+    publish(title, __file__, argv, args, body, args.device)
     return rows
 
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import compare_methods
-from common import command_line, emit, section
+from common import publish
 from distill_accuracy import QUIET, SHARED_DATA, cpu_threads
 
 from lit_distill.main import main as lit_distill
@@ -142,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> str:
         "compare": f"Distilled sets compared fairly: {args.dataset}, IPC {args.ipc}",
         "nas": f"Architecture search with distilled proxies: {args.dataset}, IPC {args.ipc}",
     }[args.part]
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
-    emit(section(title, command_line(__file__, argv), "cpu", settings, body), args.out)
+    publish(title, __file__, argv, args, body)
     return body
 
 

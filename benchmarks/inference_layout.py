@@ -23,10 +23,8 @@ import torch
 from common import (
     add_allocator_argument,
     add_output_arguments,
-    command_line,
-    emit,
     median,
-    section,
+    publish,
     set_host_memory,
     table,
 )
@@ -96,9 +94,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         f"The evaluator measures channels-last from {CHANNELS_LAST_MIN_SIDE} px a side; that "
         f"choice is the faster layout at {right} of {len(results)} sizes here.\n"
     )  # fmt: skip
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
     title = "Test-split inference on the CPU: own layout vs channels-last"
-    emit(section(title, command_line(__file__, argv), "cpu", settings, body), args.out)
+    publish(title, __file__, argv, args, body)
     return results
 
 
