@@ -78,6 +78,7 @@ python benchmarks/unroll_memory.py --width 128 --steps 10 20 --modes plain unrol
   --allocator system --out "$out"
 python benchmarks/unroll_memory.py --width 128 --steps 10 20 --modes plain unroll replay \
   --allocator kept --out "$out"
+python benchmarks/tm_arithmetic.py --width 128 --steps 10 20 --out "$out"
 python benchmarks/allocator_effect.py --out "$out"
 python benchmarks/convex_line.py --out "$out"
 python benchmarks/mct_convergence.py --out "$out"

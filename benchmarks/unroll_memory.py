@@ -43,7 +43,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -79,36 +79,8 @@ ALLOCATORS = {
 def worker(args: argparse.Namespace) -> dict:
     """One mode at one ``syn_steps`` in this process: times and the working-memory peak."""
     keep_memory(args.allocator == "kept" or (args.allocator == "app" and args.mode != "plain"))
-    torch.manual_seed(0)
     device = torch.device(args.device)
-    net = build_model("convnet3", 10, (3, 32, 32), width=args.width).to(device).train()
-    model = FlatModel(net)
-    start = model.flatten()
-    segment = Segment(start, start + 0.01 * torch.randn_like(start))
-    count = 10 * args.ipc
-    images = torch.randn(count, 3, 32, 32, device=device, requires_grad=True)
-    labels = torch.arange(10, device=device).repeat_interleave(args.ipc)
-    lr = torch.tensor(0.01, device=device, requires_grad=True)
-    augment = DSA("color_crop_cutout_flip_scale_rotate", mode="single", per_sample=True)
-
-    def batch(step):
-        rows = step.indices.to(device)
-        stream = torch.Generator().manual_seed(step.seed)
-        return augment(images[rows], generator=stream), labels[rows]
-
-    engine = StudentUnroll(model, batch, args.mode) if args.mode != "plain" else None
-    flat = FlatForward(net) if args.mode == "plain" else None
-
-    def iteration(i: int) -> None:
-        plan = plan_steps(count, count, args.steps, torch.Generator().manual_seed(i))
-        if flat is not None:
-            images.grad = lr.grad = None
-            plain_iteration(flat, segment, plan, lr, batch)
-        else:
-            result = engine.run(segment, plan, lr, [images])
-            images.grad = result.grads[0]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    iteration = make_iteration(args.mode, args.steps, args.width, args.ipc, device)
 
     if device.type == "cuda":
         base = torch.cuda.memory_allocated(device)
@@ -125,6 +97,44 @@ def worker(args: argparse.Namespace) -> dict:
         cpus.append(time.process_time() - cpu)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss_bytes("VmHWM")
     return {"wall": median(walls), "cpu": median(cpus), "delta": peak - base}
+
+
+def make_iteration(
+    mode: str, steps: int, width: int, ipc: int, device: torch.device
+) -> Callable[[int], None]:
+    """``iteration(i)``: one matching iteration of ``mode`` (its plan drawn from seed ``i``) on
+    this benchmark's network, synthetic set and segment (see the module docstring)."""
+    torch.manual_seed(0)
+    net = build_model("convnet3", 10, (3, 32, 32), width=width).to(device).train()
+    model = FlatModel(net)
+    start = model.flatten()
+    segment = Segment(start, start + 0.01 * torch.randn_like(start))
+    count = 10 * ipc
+    images = torch.randn(count, 3, 32, 32, device=device, requires_grad=True)
+    labels = torch.arange(10, device=device).repeat_interleave(ipc)
+    lr = torch.tensor(0.01, device=device, requires_grad=True)
+    augment = DSA("color_crop_cutout_flip_scale_rotate", mode="single", per_sample=True)
+
+    def batch(step):
+        rows = step.indices.to(device)
+        stream = torch.Generator().manual_seed(step.seed)
+        return augment(images[rows], generator=stream), labels[rows]
+
+    engine = StudentUnroll(model, batch, mode) if mode != "plain" else None
+    flat = FlatForward(net) if mode == "plain" else None
+
+    def iteration(i: int) -> None:
+        plan = plan_steps(count, count, steps, torch.Generator().manual_seed(i))
+        if flat is not None:
+            images.grad = lr.grad = None
+            plain_iteration(flat, segment, plan, lr, batch)
+        else:
+            result = engine.run(segment, plan, lr, [images])
+            images.grad = result.grads[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return iteration
 
 
 class FlatForward:

@@ -327,6 +327,21 @@ def test_plain_loop_of_the_speed_benchmark_computes_the_engines_gradient():
     torch.testing.assert_close(lr.grad, result.grad_lr, rtol=1e-4, atol=1e-8)
 
 
+def test_arithmetic_benchmark_counts_what_each_side_computes(in_tmp):
+    import tm_arithmetic
+
+    out = in_tmp / "arithmetic.md"
+    argv = ["--width", "4", "--ipc", "1", "--steps", "2", "--out", str(out)]
+    counted = tm_arithmetic.main(argv)["results"]
+    unroll, replay, plain = (counted[(mode, 2)] for mode in ("unroll", "replay", "plain"))
+    # Unroll convolves as often as the plain loop and skips the start vector's gradient, which
+    # the loop's backward computes and nothing uses; replay rebuilds every step once more.
+    assert unroll["convolution"] == plain["convolution"] > 0
+    assert replay["convolution"] > unroll["convolution"]
+    assert unroll["flops"] < plain["flops"] < replay["flops"]
+    assert "FLOPs / plain" in out.read_text()
+
+
 @pytest.mark.slow
 def test_expert_batching_benchmark_times_every_way():
     import expert_batching
